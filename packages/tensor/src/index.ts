@@ -1,0 +1,13 @@
+import * as tfc from '@tensorflow/tfjs-core';
+import { registerBackend } from './registry.js';
+import { cpuBackend, stockCpuBackend } from './cpu/index.js';
+
+export * as tf from '@tensorflow/tfjs-core';
+export * from './registry.js';
+export * from './ops.js';
+export { cpuBackend, stockCpuBackend, CPU_TFJS_NAME } from './cpu/index.js';
+
+registerBackend(cpuBackend);
+registerBackend(stockCpuBackend);
+// PROD silences tfjs's "install tfjs-node" banner and skips debug-only checks.
+tfc.env().set('PROD', true);

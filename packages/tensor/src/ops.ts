@@ -1,0 +1,154 @@
+/**
+ * patchflow's fused ops. Each op has a composite definition built from stock tfjs ops (runs on any
+ * backend, differentiated by tfjs) and may be backed by a fused kernel that a backend registers under
+ * the names below (forward + gradient kernels). When the current backend has both, the op uses them
+ * through tf.customGrad; otherwise it falls back to the composite. Kernel contracts:
+ *
+ * PfGelu            inputs {x}                     -> [y]                      (tanh approximation)
+ * PfGeluGrad        inputs {x, dy}                 -> [dx]
+ * PfLayerNorm       inputs {x, gamma, beta} attrs {eps}  -> [y, mean, rstd]    (over the last axis;
+ *                   mean/rstd have x's shape without the last axis)
+ * PfLayerNormGrad   inputs {dy, x, gamma, mean, rstd}    -> [dx, dgamma, dbeta]
+ * PfCausalAttention inputs {q, k, v} attrs {scale}       -> [out, lse]         (q,k,v,out: [B,H,T,D];
+ *                   lse: [B,H,T], log-sum-exp of each causal score row)
+ * PfCausalAttentionGrad inputs {q, k, v, out, lse, dy} attrs {scale} -> [dq, dk, dv]
+ * PfCrossEntropy    inputs {logits [N,V] float32, labels [N,K] int32} -> [loss [N], lse [N]]
+ *                   loss[n] = mean_k (lse[n] - logits[n, labels[n,k]])
+ * PfCrossEntropyGrad inputs {logits, labels, lse, dy [N]} -> [dlogits [N,V]]
+ */
+import * as tf from '@tensorflow/tfjs-core';
+
+export const FUSED_OPS = ['PfGelu', 'PfLayerNorm', 'PfCausalAttention', 'PfCrossEntropy'] as const;
+
+const GRAD_KERNEL: Record<string, string> = {
+  PfGelu: 'PfGeluGrad',
+  PfLayerNorm: 'PfLayerNormGrad',
+  PfCausalAttention: 'PfCausalAttentionGrad',
+  PfCrossEntropy: 'PfCrossEntropyGrad',
+};
+
+let forceComposite = false;
+/** Disables fused kernels (for testing composites against kernels, and for profiling). */
+export function setFusedKernelsEnabled(enabled: boolean): void {
+  forceComposite = !enabled;
+}
+
+/** True when the current backend implements fused op `name` and its gradient. */
+export function hasFusedKernel(name: (typeof FUSED_OPS)[number]): boolean {
+  if (forceComposite) return false;
+  const b = tf.getBackend();
+  return !!tf.getKernel(name, b) && !!tf.getKernel(GRAD_KERNEL[name]!, b);
+}
+
+// tf.customGrad's typing cannot express (tensors..., save) signatures; this narrows it once.
+type GradFn = (...args: any[]) => { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[] };
+const customGrad = (f: GradFn) => tf.customGrad(f as unknown as Parameters<typeof tf.customGrad>[0]) as (...inputs: tf.Tensor[]) => tf.Tensor;
+
+function run(name: string, inputs: tf.NamedTensorMap, attrs: tf.NamedAttrMap = {}): tf.Tensor[] {
+  const r = tf.engine().runKernel(name, inputs, attrs);
+  return Array.isArray(r) ? (r as tf.Tensor[]) : [r as tf.Tensor];
+}
+
+const GELU_C = Math.sqrt(2 / Math.PI);
+
+export function geluComposite(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const inner = tf.mul(GELU_C, tf.add(x, tf.mul(0.044715, tf.pow(x, 3))));
+    return tf.mul(tf.mul(0.5, x), tf.add(1, tf.tanh(inner)));
+  });
+}
+
+/** GELU, tanh approximation (GPT-2's). */
+export function gelu<T extends tf.Tensor>(x: T): T {
+  if (!hasFusedKernel('PfGelu')) return geluComposite(x) as T;
+  const f = customGrad((xi: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([xi]);
+    return { value: run('PfGelu', { x: xi })[0]!, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => run('PfGeluGrad', { x: saved[0]!, dy })[0]! };
+  });
+  return f(x) as T;
+}
+
+export function layerNormComposite(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps = 1e-5): tf.Tensor {
+  return tf.tidy(() => {
+    const axis = x.rank - 1;
+    const { mean, variance } = tf.moments(x, axis, true);
+    return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), gamma), beta);
+  });
+}
+
+/** LayerNorm over the last axis with affine parameters gamma and beta ([C]). */
+export function layerNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta: tf.Tensor, eps = 1e-5): T {
+  if (!hasFusedKernel('PfLayerNorm')) return layerNormComposite(x, gamma, beta, eps) as T;
+  const f = customGrad((xi: tf.Tensor, g: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+    const [y, mean, rstd] = run('PfLayerNorm', { x: xi, gamma: g, beta: b }, { eps });
+    save([xi, g, mean!, rstd!]);
+    return {
+      value: y!,
+      gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => run('PfLayerNormGrad', { dy, x: s[0]!, gamma: s[1]!, mean: s[2]!, rstd: s[3]! }),
+    };
+  });
+  return f(x, gamma, beta) as T;
+}
+
+let maskCache: { t: number; mask: tf.Tensor } | undefined;
+function causalMask(t: number): tf.Tensor {
+  if (maskCache?.t === t && !maskCache.mask.isDisposed) return maskCache.mask;
+  maskCache?.mask.dispose();
+  const m = new Float32Array(t * t);
+  for (let i = 0; i < t; i++) for (let j = i + 1; j < t; j++) m[i * t + j] = -1e9;
+  maskCache = { t, mask: tf.keep(tf.tensor2d(m, [t, t])) };
+  return maskCache.mask;
+}
+
+export function causalAttentionComposite(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const t = q.shape[2];
+    const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), scale), causalMask(t));
+    return tf.matMul(tf.softmax(scores), v) as tf.Tensor4D;
+  });
+}
+
+/** Causal scaled dot-product attention; q, k, v: [B, H, T, D]. */
+export function causalAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale = 1 / Math.sqrt(q.shape[3])): tf.Tensor4D {
+  if (!hasFusedKernel('PfCausalAttention')) return causalAttentionComposite(q, k, v, scale);
+  const f = customGrad((qi: tf.Tensor, ki: tf.Tensor, vi: tf.Tensor, save: tf.GradSaveFunc) => {
+    const [out, lse] = run('PfCausalAttention', { q: qi, k: ki, v: vi }, { scale });
+    save([qi, ki, vi, out!, lse!]);
+    return {
+      value: out!,
+      gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) =>
+        run('PfCausalAttentionGrad', { q: s[0]!, k: s[1]!, v: s[2]!, out: s[3]!, lse: s[4]!, dy }, { scale }),
+    };
+  });
+  return f(q, k, v) as tf.Tensor4D;
+}
+
+export function crossEntropyComposite(logits: tf.Tensor2D, labels: tf.Tensor2D): tf.Tensor1D {
+  return tf.tidy(() => {
+    const [n, v] = logits.shape;
+    const kk = labels.shape[1];
+    const logp = tf.logSoftmax(logits);
+    // one-hot of each of the K labels, averaged: [N, V]
+    const target = tf.div(tf.sum(tf.reshape(tf.oneHot(tf.reshape(labels, [n * kk]), v), [n, kk, v]), 1), kk);
+    return tf.neg(tf.sum(tf.mul(logp, target), 1)) as tf.Tensor1D;
+  });
+}
+
+/**
+ * Cross-entropy of each row of `logits` ([N, V]) against K labels per row (`labels`, int32 [N, K]),
+ * from one log-softmax: loss[n] = mean_k -log softmax(logits[n])[labels[n, k]]. K = 1 is the usual
+ * next-token loss; K > 1 is the patch-level loss.
+ */
+export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor2D): tf.Tensor1D {
+  if (labels.dtype !== 'int32') throw new Error('crossEntropy: labels must be int32');
+  if (!hasFusedKernel('PfCrossEntropy')) return crossEntropyComposite(logits, labels);
+  const f = customGrad((lg: tf.Tensor, save: tf.GradSaveFunc) => {
+    const [loss, lse] = run('PfCrossEntropy', { logits: lg, labels });
+    save([lg, lse!]);
+    return {
+      value: loss!,
+      gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => run('PfCrossEntropyGrad', { logits: s[0]!, labels, lse: s[1]!, dy })[0]!,
+    };
+  });
+  return f(logits) as tf.Tensor1D;
+}
