@@ -1,11 +1,12 @@
 import * as tfc from '@tensorflow/tfjs-core';
+import './gradients.js';
 import { registerBackend } from './registry.js';
 import { cpuBackend, stockCpuBackend } from './cpu/index.js';
 
 export * as tf from '@tensorflow/tfjs-core';
 export * from './registry.js';
 export * from './ops.js';
-export { cpuBackend, stockCpuBackend, CPU_TFJS_NAME } from './cpu/index.js';
+export { cpuBackend, stockCpuBackend, CPU_TFJS_NAME, nativeInfo, setNativeThreads, type NativeInfo } from './cpu/index.js';
 
 registerBackend(cpuBackend);
 registerBackend(stockCpuBackend);

@@ -90,14 +90,17 @@ export function layerNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta: tf.
   return f(x, gamma, beta) as T;
 }
 
-let maskCache: { t: number; mask: tf.Tensor } | undefined;
+// One causal mask per (backend, T): a tensor lives on the backend that made it.
+const maskCache = new Map<string, tf.Tensor>();
 function causalMask(t: number): tf.Tensor {
-  if (maskCache?.t === t && !maskCache.mask.isDisposed) return maskCache.mask;
-  maskCache?.mask.dispose();
+  const key = `${tf.getBackend()}:${t}`;
+  const hit = maskCache.get(key);
+  if (hit && !hit.isDisposed) return hit;
   const m = new Float32Array(t * t);
   for (let i = 0; i < t; i++) for (let j = i + 1; j < t; j++) m[i * t + j] = -1e9;
-  maskCache = { t, mask: tf.keep(tf.tensor2d(m, [t, t])) };
-  return maskCache.mask;
+  const mask = tf.keep(tf.tensor2d(m, [t, t]));
+  maskCache.set(key, mask);
+  return mask;
 }
 
 export function causalAttentionComposite(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number): tf.Tensor4D {
@@ -144,10 +147,12 @@ export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor2D): tf.Tenso
   if (!hasFusedKernel('PfCrossEntropy')) return crossEntropyComposite(logits, labels);
   const f = customGrad((lg: tf.Tensor, save: tf.GradSaveFunc) => {
     const [loss, lse] = run('PfCrossEntropy', { logits: lg, labels });
-    save([lg, lse!]);
+    // labels are saved too: a caller may create them inside the differentiated function, and tfjs
+    // disposes such tensors before the backward pass unless they are saved.
+    save([lg, lse!, labels]);
     return {
       value: loss!,
-      gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => run('PfCrossEntropyGrad', { logits: s[0]!, labels, lse: s[1]!, dy })[0]!,
+      gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => run('PfCrossEntropyGrad', { logits: s[0]!, labels: s[2]!, lse: s[1]!, dy })[0]!,
     };
   });
   return f(logits) as tf.Tensor1D;

@@ -1,1 +1,12 @@
-export {};
+export * from './config.js';
+export * from './model.js';
+export * from './optim.js';
+export * from './plugin.js';
+export * from './trainer.js';
+export * from './generate.js';
+export * from './plugins/examples.js';
+export * from './rng.js';
+export * from './tokenizer.js';
+export * from './data.js';
+export * from './checkpoint.js';
+export * from './load.js';

@@ -1,12 +1,18 @@
 /**
  * The embedded default backend `cpu`: tfjs's MathBackendCPU (memory management, the long tail of
  * kernels) registered under its own tfjs name, with patchflow's hot kernels replacing or adding to
- * the stock ones. `tfjs-cpu` is stock tfjs's cpu backend, kept for comparison.
+ * the stock ones. The hot kernels are native (native/kernels.cc, an N-API addon built at install by
+ * scripts/build-native.mjs); without the addon the backend runs on stock kernels and says so.
+ * `tfjs-cpu` is stock tfjs's cpu backend, kept for comparison.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import type { BackendPlugin, KernelSpec } from '../registry.js';
 import { FUSED_OPS } from '../ops.js';
+import { nativeAddon, nativeInfo } from './native.js';
+import { nativeKernels } from './kernels.js';
+
+export { nativeInfo, setNativeThreads, type NativeInfo } from './native.js';
 
 export const CPU_TFJS_NAME = 'patchflow-cpu';
 
@@ -18,8 +24,10 @@ function registerCpuClone(): void {
   }
 }
 
+let cachedKernels: KernelSpec[] | undefined;
 function hotKernels(): KernelSpec[] {
-  return [];
+  cachedKernels ??= nativeKernels(nativeAddon());
+  return cachedKernels;
 }
 
 export const cpuBackend: BackendPlugin = {
@@ -33,7 +41,20 @@ export const cpuBackend: BackendPlugin = {
     registerCpuClone();
   },
   capabilities() {
-    return { device: 'cpu', maxRank: 6, fusedOps: [...FUSED_OPS].filter((n) => hotKernels().some((k) => k.kernelName === n)) };
+    const kernels = hotKernels();
+    const info = nativeInfo();
+    const notes = info.loaded
+      ? [
+          `native kernels loaded (${info.simd}, ${info.threads} thread${info.threads === 1 ? '' : 's'}; PATCHFLOW_THREADS to change)`,
+          `native tfjs kernels: ${kernels.filter((k) => !k.kernelName.startsWith('Pf')).map((k) => k.kernelName).join(', ')}`,
+        ]
+      : [info.reason ?? 'native kernels not loaded; using stock tfjs kernels'];
+    return {
+      device: 'cpu',
+      maxRank: 6,
+      fusedOps: [...FUSED_OPS].filter((n) => kernels.some((k) => k.kernelName === n)),
+      notes,
+    };
   },
   kernels: hotKernels,
 };

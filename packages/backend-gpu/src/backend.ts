@@ -1,0 +1,247 @@
+import { BackendError, tf, type Availability, type BackendCapabilities, type BackendPlugin } from '@patchflow/tensor';
+import { explainSyncReads, fixIntTransposes, type WebGpuModuleLike } from './fixes.js';
+import { defaultGpu, GpuLoadError, isNode, withTimeout, type GpuAdapterInfoLike, type GpuAdapterLike, type GpuLike } from './gpu.js';
+
+/**
+ * Highest rank that works: tfjs-backend-webgpu 4.22 generates WGSL with a `vec5` type (which does
+ * not exist) for rank-5 pads, so rank-5 programs fail to compile.
+ */
+export const WEBGPU_MAX_RANK = 4;
+
+export interface WebGpuBackendOptions {
+  /** patchflow name (`--backend NAME`). Default 'webgpu'. */
+  name?: string;
+  /**
+   * Supplies the WebGPU implementation, or undefined when there is none. Default: `navigator.gpu`
+   * if present, else Dawn (npm `webgpu`) in Node. Tests inject fakes here.
+   */
+  gpu?: () => Promise<GpuLike | undefined>;
+  /** Give up on `requestAdapter` after this long (a broken driver can hang it). Default 15000. */
+  adapterTimeoutMs?: number;
+  /** Adapter preference; tfjs's webgpu backend asks for 'high-performance' too. */
+  powerPreference?: 'low-power' | 'high-performance';
+}
+
+/** What `gpuInfo()` reports about the adapter WebGPU would use. */
+export type GpuInfo =
+  | {
+      available: true;
+      /** 'dawn' (npm webgpu or a navigator.gpu set up in Node), 'navigator.gpu' (browser), or 'injected' (options.gpu). */
+      implementation: string;
+      vendor: string;
+      architecture: string;
+      device: string;
+      description: string;
+      /** True for software adapters such as lavapipe/llvmpipe or SwiftShader: fine for tests, slow. */
+      isFallbackAdapter: boolean;
+      features: string[];
+      /** The limits that bound tensor sizes and kernels (bytes / counts). */
+      limits: Record<string, number>;
+    }
+  | { available: false; reason: string };
+
+export interface WebGpuBackendPlugin extends BackendPlugin {
+  /** Adapter facts (vendor, architecture, limits, ...) for logs and for runs on real GPUs. Never throws. */
+  gpuInfo(): Promise<GpuInfo>;
+}
+
+const LIMIT_NAMES = [
+  'maxBufferSize',
+  'maxStorageBufferBindingSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
+] as const;
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function noAdapterReason(): string {
+  if (!isNode) {
+    return (
+      'no WebGPU adapter found: the browser exposes navigator.gpu but returned no adapter (WebGPU may be ' +
+      'disabled or this GPU blocklisted; see chrome://gpu, or try another browser)'
+    );
+  }
+  switch (process.platform) {
+    case 'linux':
+      return (
+        'no WebGPU adapter found: install a Vulkan driver (on Debian: mesa-vulkan-drivers from ' +
+        "bookworm-backports for a CPU fallback, or your GPU vendor's driver)"
+      );
+    case 'win32':
+      return 'no WebGPU adapter found: install or update your GPU driver (Dawn uses Direct3D 12 or Vulkan)';
+    case 'darwin':
+      return 'no WebGPU adapter found: Dawn needs Metal (macOS 11 or later on a Metal-capable Mac)';
+    default:
+      return `no WebGPU adapter found: Dawn has no backend for platform ${process.platform}`;
+  }
+}
+
+async function readInfo(adapter: GpuAdapterLike): Promise<GpuAdapterInfoLike> {
+  try {
+    if (adapter.info) return adapter.info;
+    if (adapter.requestAdapterInfo) return await adapter.requestAdapterInfo();
+  } catch {
+    // info is optional
+  }
+  return {};
+}
+
+/** Builds a WebGPU backend plugin; the package's default `webgpuBackend` is `createWebGpuBackend()`. */
+export function createWebGpuBackend(options: WebGpuBackendOptions = {}): WebGpuBackendPlugin {
+  const name = options.name ?? 'webgpu';
+  const tfjsName = 'webgpu';
+  const timeoutMs = options.adapterTimeoutMs ?? 15000;
+  const powerPreference = options.powerPreference ?? 'high-performance';
+  const getGpu = options.gpu ?? (() => defaultGpu());
+  let lastInfo: GpuAdapterInfoLike | undefined;
+
+  /** The implementation (Dawn in Node unless injected), or a reason; never throws. */
+  async function obtainGpu(): Promise<{ gpu: GpuLike } | { reason: string }> {
+    let gpu: GpuLike | undefined;
+    try {
+      gpu = await getGpu();
+    } catch (e) {
+      return { reason: e instanceof GpuLoadError ? e.message : `WebGPU could not be initialised: ${errorMessage(e)}` };
+    }
+    if (!gpu) {
+      return {
+        reason: isNode
+          ? 'no WebGPU implementation: navigator.gpu is missing and Dawn (the webgpu npm package) was not provided'
+          : 'this browser does not support WebGPU (navigator.gpu is missing): use a recent Chrome or Edge, or a ' +
+            'browser with WebGPU enabled, on a secure (https or localhost) page',
+      };
+    }
+    return { gpu };
+  }
+
+  /** Requests the adapter with a timeout; never throws. */
+  async function obtainAdapter(): Promise<{ adapter: GpuAdapterLike } | { reason: string }> {
+    const g = await obtainGpu();
+    if ('reason' in g) return g;
+    let adapter: GpuAdapterLike | null | 'timeout';
+    try {
+      adapter = await withTimeout<GpuAdapterLike | null | 'timeout'>(
+        g.gpu.requestAdapter({ powerPreference }),
+        timeoutMs,
+        () => 'timeout',
+      );
+    } catch (e) {
+      return { reason: `requesting a WebGPU adapter failed: ${errorMessage(e)}` };
+    }
+    if (adapter === 'timeout') {
+      return {
+        reason:
+          `requesting a WebGPU adapter did not finish within ${timeoutMs / 1000}s: the GPU driver seems stuck; ` +
+          'check it (vulkaninfo --summary on Linux) or reinstall it',
+      };
+    }
+    if (!adapter) return { reason: noAdapterReason() };
+    lastInfo = await readInfo(adapter);
+    return { adapter };
+  }
+
+  async function checkAvailability(): Promise<Availability> {
+    try {
+      const a = await obtainAdapter();
+      return 'reason' in a ? { ok: false, reason: a.reason } : { ok: true };
+    } catch (e) {
+      // obtainAdapter is written not to throw; this is the belt to its braces.
+      return { ok: false, reason: `WebGPU availability check failed: ${errorMessage(e)}` };
+    }
+  }
+
+  async function gpuInfo(): Promise<GpuInfo> {
+    const a = await obtainAdapter();
+    if ('reason' in a) return { available: false, reason: a.reason };
+    const { adapter } = a;
+    const info = lastInfo ?? {};
+    const limits: Record<string, number> = {};
+    const src = (adapter.limits ?? {}) as Record<string, unknown>;
+    for (const k of LIMIT_NAMES) if (typeof src[k] === 'number') limits[k] = src[k] as number;
+    return {
+      available: true,
+      implementation: options.gpu ? 'injected' : isNode ? 'dawn' : 'navigator.gpu',
+      vendor: info.vendor ?? '',
+      architecture: info.architecture ?? '',
+      device: info.device ?? '',
+      description: info.description ?? '',
+      isFallbackAdapter: !!(info.isFallbackAdapter ?? adapter.isFallbackAdapter),
+      features: adapter.features ? [...adapter.features].sort() : [],
+      limits,
+    };
+  }
+
+  async function setup(): Promise<void> {
+    const g = await obtainGpu();
+    if ('reason' in g) throw new BackendError(`backend "${name}" cannot be set up: ${g.reason}`);
+    // Dynamic, so that importing this package stays cheap. In Node this resolves to the package's
+    // CommonJS bundle, which require()s '@tensorflow/tfjs-core': the same instance @patchflow/tensor
+    // uses (one hoisted copy; tests check). It registers the 'webgpu' backend only if navigator.gpu
+    // exists at its first import, which is why the globals are installed above, first.
+    const imported = (await import('@tensorflow/tfjs-backend-webgpu')) as WebGpuModuleLike & { default?: WebGpuModuleLike };
+    // Node's ESM view of the CommonJS bundle may put the exports on `default` only.
+    const mod: WebGpuModuleLike = imported.WebGPUBackend ? imported : (imported.default ?? imported);
+    if (!tf.findBackendFactory(tfjsName)) {
+      // Someone imported tfjs-backend-webgpu before navigator.gpu existed: its kernels are registered,
+      // the backend factory is not. Register one the way its base.ts does.
+      const WebGPUBackend = mod.WebGPUBackend as unknown as (new (device: unknown, info?: unknown) => tf.KernelBackend) | undefined;
+      if (!WebGPUBackend) throw new BackendError(`backend "${name}": @tensorflow/tfjs-backend-webgpu exports no WebGPUBackend`);
+      tf.registerBackend(
+        tfjsName,
+        async () => {
+          const adapter = (await g.gpu.requestAdapter({ powerPreference })) as
+            | (GpuAdapterLike & { limits: Record<string, number>; features: Set<string>; requestDevice(d: object): Promise<unknown> })
+            | null;
+          if (!adapter) throw new BackendError(noAdapterReason());
+          const requiredFeatures = ['timestamp-query'].filter((f) => adapter.features.has(f));
+          const l = adapter.limits;
+          const device = await adapter.requestDevice({
+            requiredFeatures,
+            requiredLimits: {
+              maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+              maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+              maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+              maxBufferSize: l.maxBufferSize,
+              maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+              maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+            },
+          });
+          return new WebGPUBackend(device, await readInfo(adapter));
+        },
+        3,
+      );
+    }
+    explainSyncReads(mod);
+    fixIntTransposes(mod);
+  }
+
+  function capabilities(): BackendCapabilities {
+    const notes: string[] = [];
+    if (lastInfo) {
+      const parts = [lastInfo.vendor, lastInfo.architecture, lastInfo.device].filter((s) => !!s);
+      if (parts.length) notes.push(`adapter: ${parts.join(' / ')}`);
+      if (lastInfo.description) notes.push(`description: ${lastInfo.description}`);
+      if (lastInfo.isFallbackAdapter) notes.push('software (fallback) adapter: right for correctness, not for speed');
+    } else {
+      notes.push('adapter not queried yet');
+    }
+    if (isNode) notes.push('no synchronous reads in Node (dataSync/arraySync): use await tensor.data()');
+    notes.push(`max rank ${WEBGPU_MAX_RANK}: tfjs-backend-webgpu 4.22 emits invalid WGSL (vec5) for rank-5 pads`);
+    return { device: 'gpu', maxRank: WEBGPU_MAX_RANK, fusedOps: [], notes };
+  }
+
+  return {
+    name,
+    description: 'WebGPU via @tensorflow/tfjs-backend-webgpu: navigator.gpu in browsers, Dawn (npm webgpu) in Node',
+    tfjsName,
+    checkAvailability,
+    setup,
+    capabilities,
+    gpuInfo,
+  };
+}

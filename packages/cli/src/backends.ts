@@ -1,0 +1,36 @@
+/** Backend discovery for the CLI: our packages plus third-party modules named in PATCHFLOW_BACKEND_MODULES. */
+import { listBackends } from '@patchflow/tensor';
+import { UserError } from './errors.js';
+import { formatTable } from './table.js';
+
+let loaded = false;
+export async function loadBackendModules(): Promise<void> {
+  if (loaded) return;
+  loaded = true;
+  await import('@patchflow/backend-gpu');
+  const extra = (process.env.PATCHFLOW_BACKEND_MODULES ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  for (const m of extra) {
+    try {
+      await import(m);
+    } catch (e) {
+      throw new UserError(`cannot load backend module "${m}" (from PATCHFLOW_BACKEND_MODULES): ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+}
+
+export async function backendsCommand(): Promise<number> {
+  await loadBackendModules();
+  const rows: Record<string, string>[] = [];
+  for (const b of listBackends()) {
+    const a = await b.checkAvailability();
+    const caps = b.capabilities();
+    rows.push({
+      backend: b.name,
+      available: a.ok ? 'yes' : 'no',
+      device: caps.device,
+      details: a.ok ? [b.description, ...(caps.notes ?? [])].join('; ') : a.reason,
+    });
+  }
+  process.stdout.write(formatTable(rows) + '\n');
+  return 0;
+}

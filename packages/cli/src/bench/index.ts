@@ -1,0 +1,31 @@
+/** `patchflow bench <suite>`: benchmarks that write JSON and print a short table. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { FlagSpec } from '../args.js';
+import { UserError } from '../errors.js';
+import { throughputBench } from './throughput.js';
+
+export const BENCH_FLAGS: FlagSpec[] = [
+  { name: 'json', type: 'boolean', help: 'print the result as JSON instead of a table' },
+  { name: 'out', type: 'string', help: 'also write the JSON result to this file' },
+  { name: 'steps', type: 'int', help: 'measured steps per configuration (after one warm-up step)' },
+  { name: 'quick', type: 'boolean', help: 'a smaller, faster version of the suite' },
+];
+
+const SUITES: Record<string, (values: Record<string, unknown>) => Promise<{ json: unknown; table: string }>> = {
+  throughput: throughputBench,
+};
+
+export async function benchCommand(positionals: string[], values: Record<string, unknown>): Promise<number> {
+  const suite = positionals[0];
+  if (!suite) throw new UserError(`bench needs a suite: ${Object.keys(SUITES).join(', ')}`);
+  const run = SUITES[suite];
+  if (!run) throw new UserError(`unknown bench suite "${suite}" (known: ${Object.keys(SUITES).join(', ')})`);
+  const r = await run(values);
+  if (typeof values.out === 'string') {
+    fs.mkdirSync(path.dirname(path.resolve(values.out)), { recursive: true });
+    fs.writeFileSync(values.out, JSON.stringify(r.json, null, 2) + '\n');
+  }
+  process.stdout.write(values.json ? JSON.stringify(r.json, null, 2) + '\n' : r.table + '\n');
+  return 0;
+}

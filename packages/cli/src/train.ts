@@ -1,0 +1,184 @@
+/** `patchflow train`: flags and config file -> TrainConfig -> train(), with progress, metrics, plot and summary. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { resolveConfig, train, ConfigError, type TrainConfig, type TrainerPlugin, type TrainResult, neftune, labelSmoothing } from '@patchflow/trainer';
+import type { FlagSpec } from './args.js';
+import { UserError } from './errors.js';
+import { Progress } from './progress.js';
+import { lineChartSvg } from './plot.js';
+import { loadBackendModules } from './backends.js';
+
+export const TRAIN_FLAGS: FlagSpec[] = [
+  { name: 'config', type: 'string', help: 'JSON config file (keys as in docs/config.md); flags override it' },
+  { name: 'data', type: 'string', help: 'corpus: a .txt file, a directory of .txt files, or .jsonl with a "text" field (default: bundled Moby Dick)' },
+  { name: 'tokenizer', type: 'string', help: 'Hugging Face tokenizer.json (default: bytes)' },
+  { name: 'steps', type: 'int', help: 'optimizer steps of token-level training (the token budget)' },
+  { name: 'out', type: 'string', help: 'run directory for checkpoints, metrics.jsonl and loss.svg', default: 'runs/train' },
+  { name: 'backend', type: 'string', help: 'cpu (default), webgpu, tfjs-cpu, or a registered third-party backend' },
+  { name: 'resume', type: 'boolean', help: 'continue from the checkpoint in --out' },
+  { name: 'batch-size', type: 'int', help: 'sequences per micro-batch' },
+  { name: 'grad-accum', type: 'int', help: 'micro-batches per optimizer step' },
+  { name: 'lr', type: 'number', help: 'peak learning rate' },
+  { name: 'seq-len', type: 'int', help: 'context length' },
+  { name: 'layers', type: 'int', help: 'transformer layers' },
+  { name: 'd-model', type: 'int', help: 'model width' },
+  { name: 'heads', type: 'int', help: 'attention heads' },
+  { name: 'eval-every', type: 'int', help: 'evaluate every N steps (0: only at the end)' },
+  { name: 'checkpoint-every', type: 'int', help: 'checkpoint every N steps (0: only at the end)' },
+  { name: 'seed', type: 'int', help: 'random seed' },
+  { name: 'quiet', type: 'boolean', help: 'no progress bar' },
+];
+
+const FLAG_TO_CONFIG: Record<string, (c: Record<string, any>, v: unknown) => void> = {
+  data: (c, v) => (c.data = v),
+  tokenizer: (c, v) => (c.tokenizer = v),
+  steps: (c, v) => (c.steps = v),
+  backend: (c, v) => (c.backend = v),
+  'batch-size': (c, v) => (c.batchSize = v),
+  'grad-accum': (c, v) => (c.gradAccum = v),
+  lr: (c, v) => ((c.optim ??= {}).lr = v),
+  'seq-len': (c, v) => ((c.model ??= {}).seqLen = v),
+  layers: (c, v) => ((c.model ??= {}).nLayer = v),
+  'd-model': (c, v) => ((c.model ??= {}).dModel = v),
+  heads: (c, v) => ((c.model ??= {}).nHead = v),
+  'eval-every': (c, v) => (c.evalEvery = v),
+  'checkpoint-every': (c, v) => (c.checkpointEvery = v),
+  seed: (c, v) => (c.seed = v),
+};
+
+export function readConfigFile(file: string): Record<string, unknown> {
+  if (!fs.existsSync(file)) throw new UserError(`config file not found: ${file}`);
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new UserError(`config file ${file} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+export function configFromFlags(values: Record<string, unknown>): TrainConfig {
+  const fromFile = typeof values.config === 'string' ? readConfigFile(values.config) : undefined;
+  const fromFlags: Record<string, unknown> = {};
+  for (const [flag, set] of Object.entries(FLAG_TO_CONFIG)) if (values[flag] !== undefined) set(fromFlags, values[flag]);
+  return resolveConfig(fromFile, fromFlags);
+}
+
+/** Plugins named in config.plugins, instantiated from the known set. */
+export function pluginsFromConfig(config: TrainConfig): TrainerPlugin[] {
+  const known: Record<string, (s: Record<string, unknown>) => TrainerPlugin> = {
+    neftune: (s) => neftune(typeof s.alpha === 'number' ? s.alpha : undefined),
+    'label-smoothing': (s) => labelSmoothing(typeof s.eps === 'number' ? s.eps : undefined),
+  };
+  return Object.entries(config.plugins).map(([name, settings]) => {
+    const make = known[name];
+    if (!make) throw new ConfigError(`invalid config: unknown plugin "${name}" (known: ${Object.keys(known).join(', ')})`);
+    return make(settings);
+  });
+}
+
+export async function trainCommand(values: Record<string, unknown>): Promise<number> {
+  const config = configFromFlags(values);
+  const out = String(values.out);
+  const resume = values.resume === true;
+  const ckptDir = path.join(out, 'checkpoint');
+  if (!resume && (fs.existsSync(ckptDir) || fs.existsSync(ckptDir + '.old'))) {
+    throw new UserError(`${out} already holds a checkpoint: pass --resume to continue it, or --out to start a new run elsewhere`);
+  }
+  if (resume && !fs.existsSync(ckptDir) && !fs.existsSync(ckptDir + '.old')) {
+    throw new UserError(`--resume: no checkpoint in ${out}`);
+  }
+  await loadBackendModules();
+  const plugins = pluginsFromConfig(config);
+  const quiet = values.quiet === true;
+
+  const ac = new AbortController();
+  let interrupts = 0;
+  const onSigint = () => {
+    interrupts++;
+    if (interrupts > 1) {
+      process.stderr.write('\npatchflow: second interrupt, exiting without saving\n');
+      process.exit(130);
+    }
+    process.stderr.write('\npatchflow: interrupt received, saving a checkpoint (Ctrl-C again to quit at once)\n');
+    ac.abort();
+  };
+  process.on('SIGINT', onSigint);
+  let progress: Progress | undefined;
+  let result: TrainResult;
+  try {
+    result = await train({
+      config,
+      plugins,
+      outDir: out,
+      resume,
+      signal: ac.signal,
+      onEvent: (e) => {
+        switch (e.type) {
+          case 'start':
+            progress = quiet ? undefined : new Progress({ total: e.totalSteps });
+            log(progress, `patchflow: ${e.resumedFrom !== undefined ? `resuming at step ${e.resumedFrom}, ` : ''}${fmtParams(e.parameters)} parameters, ${e.totalSteps} steps in ${e.phases.length} phase(s): ${e.phases.map((p) => `${p.name} (${p.steps} steps)`).join(', ')}; backend ${config.backend}`);
+            break;
+          case 'phase':
+            if (e.phase.index > 0 || e.phase.name !== 'train') log(progress, `phase ${e.phase.index + 1}: ${e.phase.name}, ${e.phase.steps} steps`);
+            break;
+          case 'step':
+            progress?.update({ step: e.step, loss: e.loss, tokensPerSecond: e.tokensPerSecond, phase: e.phase });
+            break;
+          case 'eval':
+            log(progress, `step ${e.step}: validation loss ${e.valLoss.toFixed(4)}`);
+            break;
+          case 'checkpoint':
+          case 'log':
+            break;
+        }
+      },
+    });
+  } finally {
+    progress?.done();
+    process.off('SIGINT', onSigint);
+  }
+  if (result.interrupted) {
+    process.stderr.write(`patchflow: stopped at step ${result.steps}; checkpoint saved in ${out}. Continue with: patchflow train --out ${out} --resume\n`);
+    return 130;
+  }
+  writeLossPlot(out, result);
+  process.stdout.write(summary(result, config, out) + '\n');
+  return 0;
+}
+
+function log(progress: Progress | undefined, line: string): void {
+  if (progress) progress.log(line);
+  else process.stderr.write(line + '\n');
+}
+
+function fmtParams(n: number): string {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : `${(n / 1e3).toFixed(1)}k`;
+}
+
+function writeLossPlot(out: string, r: TrainResult): void {
+  const svg = lineChartSvg({
+    title: 'patchflow training loss',
+    xLabel: 'step',
+    yLabel: 'loss (nats/token)',
+    series: [
+      { name: 'train', points: r.losses.map((l) => [l.step, l.loss] as [number, number]) },
+      { name: 'validation', points: r.evals.map((e) => [e.step, e.valLoss] as [number, number]) },
+    ],
+  });
+  fs.writeFileSync(path.join(out, 'loss.svg'), svg);
+}
+
+export function summary(r: TrainResult, config: TrainConfig, out: string): string {
+  const first = r.losses[0]?.loss;
+  const tps = r.tokens / Math.max(1e-9, r.seconds);
+  const ppl = Math.exp(r.valLoss);
+  const unit = config.tokenizer ? 'nats/token' : 'nats/byte';
+  return (
+    `Trained a ${r.model.config.nLayer}-layer, d=${r.model.config.dModel} GPT (${fmtParams(r.model.parameterCount())} parameters) ` +
+    `for ${r.steps} steps over ${r.phases.length} phase(s) on ${config.backend}: ${r.tokens.toLocaleString('en-US')} tokens, ` +
+    `${(r.flops / 1e12).toFixed(2)} TFLOP, in ${r.seconds.toFixed(0)} s (${Math.round(tps).toLocaleString('en-US')} tokens/s). ` +
+    `Training loss went from ${first?.toFixed(3) ?? 'n/a'} to ${r.losses.at(-1)?.loss.toFixed(3) ?? 'n/a'}; ` +
+    `final validation loss ${r.valLoss.toFixed(4)} ${unit} (perplexity ${ppl.toFixed(2)}` +
+    (config.tokenizer ? ')' : `, ${(r.valLoss / Math.LN2).toFixed(3)} bits/byte)`) +
+    `. Checkpoint, metrics.jsonl and loss.svg are in ${out}.`
+  );
+}

@@ -1,0 +1,97 @@
+/**
+ * Loads the native kernel addon (build/patchflow_cpu.node, compiled by scripts/build-native.mjs).
+ * Never throws: when the addon is missing or fails to load, `nativeInfo()` says why and the cpu
+ * backend runs on stock tfjs kernels.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+type F32 = Float32Array;
+type I32 = Int32Array;
+
+/** The addon's functions; every one writes into preallocated output arrays (see native/kernels.cc). */
+export interface NativeAddon {
+  matmul(a: F32, b: F32, c: F32, batch: number, batchA: number, batchB: number, m: number, n: number, k: number,
+    transA: number, transB: number, bias: F32 | null, act: number, alpha: number): void;
+  gelu(x: F32, y: F32, n: number): void;
+  geluGrad(x: F32, dy: F32, dx: F32, n: number): void;
+  layerNorm(x: F32, gamma: F32, beta: F32, rows: number, c: number, eps: number, y: F32, mean: F32, rstd: F32): void;
+  layerNormGrad(dy: F32, x: F32, gamma: F32, mean: F32, rstd: F32, rows: number, c: number, dx: F32, dgamma: F32, dbeta: F32): void;
+  softmax(x: F32, y: F32, rows: number, c: number): void;
+  crossEntropy(logits: F32, labels: I32, n: number, v: number, k: number, loss: F32, lse: F32): void;
+  crossEntropyGrad(logits: F32, labels: I32, lse: F32, dy: F32, n: number, v: number, k: number, dlogits: F32): void;
+  attention(q: F32, k: F32, v: F32, bh: number, t: number, d: number, scale: number, out: F32, lse: F32): void;
+  attentionGrad(q: F32, k: F32, v: F32, out: F32, lse: F32, dy: F32, bh: number, t: number, d: number, scale: number,
+    dq: F32, dk: F32, dv: F32): void;
+  segmentSum(x: F32, ids: I32, s: number, inner: number, numSegments: number, out: F32): void;
+  transpose(x: F32 | I32, out: F32 | I32, shape: number[], perm: number[]): void;
+  sum(x: F32, outer: number, red: number, inner: number, out: F32): void;
+  binary(op: number, rev: number, big: F32, n: number, small: F32, ns: number, out: F32): void;
+  setThreads(n: number): void;
+  info(): { threads: number; simd: string; openmp: boolean };
+}
+
+export interface NativeInfo {
+  /** True when the addon is loaded and its kernels are registered on the `cpu` backend. */
+  loaded: boolean;
+  /** Why it is not loaded (absent when loaded). */
+  reason?: string;
+  /** Worker threads the native kernels use (PATCHFLOW_THREADS, default: all cores); 1 when not loaded. */
+  threads: number;
+  /** SIMD level the addon was compiled for: 'avx512' | 'avx2' | 'scalar' ('none' when not loaded). */
+  simd: string;
+  /** Path of the loaded addon. */
+  path?: string;
+}
+
+let addon: NativeAddon | undefined;
+let info: NativeInfo | undefined;
+
+function candidates(): string[] {
+  // dist/index.js -> ../build ; src/cpu/native.ts (tests on sources) -> ../../build
+  return ['../build/patchflow_cpu.node', '../../build/patchflow_cpu.node'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
+}
+
+function load(): void {
+  if (info) return;
+  const env = process.env.PATCHFLOW_NATIVE;
+  if (env === '0' || env === 'off') {
+    info = { loaded: false, reason: 'native kernels disabled by PATCHFLOW_NATIVE=' + env + '; using stock tfjs kernels', threads: 1, simd: 'none' };
+    return;
+  }
+  const paths = env ? [env] : candidates().filter((p) => existsSync(p));
+  if (!paths.length) {
+    info = { loaded: false, reason: 'native kernels not built (no build/patchflow_cpu.node; run `npm run build` in packages/tensor with g++ installed); using stock tfjs kernels', threads: 1, simd: 'none' };
+    return;
+  }
+  const require = createRequire(import.meta.url);
+  try {
+    const a = require(paths[0]!) as NativeAddon;
+    const i = a.info();
+    addon = a;
+    info = { loaded: true, threads: i.threads, simd: i.simd, path: paths[0] };
+  } catch (e) {
+    info = { loaded: false, reason: `native kernels failed to load from ${paths[0]}: ${(e as Error).message.split('\n')[0]}; using stock tfjs kernels`, threads: 1, simd: 'none' };
+  }
+}
+
+/** The addon, or undefined when it is not available. */
+export function nativeAddon(): NativeAddon | undefined {
+  load();
+  return addon;
+}
+
+/** Whether native kernels are loaded, why not, their thread count and SIMD level. */
+export function nativeInfo(): NativeInfo {
+  load();
+  return { ...info! };
+}
+
+/** Sets the native kernels' thread count (overrides PATCHFLOW_THREADS). */
+export function setNativeThreads(n: number): void {
+  load();
+  if (!addon || !(n >= 1)) return;
+  addon.setThreads(Math.floor(n));
+  info = { ...info!, threads: addon.info().threads };
+}

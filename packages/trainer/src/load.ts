@@ -1,0 +1,41 @@
+/** Opening a trained run for evaluation or generation: a checkpoint is an ordinary token-level model. */
+import { useBackend } from '@patchflow/tensor';
+import { type TrainConfig, ConfigError } from './config.js';
+import { GPT } from './model.js';
+import { loadCheckpoint, CheckpointError } from './checkpoint.js';
+import { tokenizerFromSpec, type Tokenizer, type TokenizerSpec } from './tokenizer.js';
+import { TokenDataset, evalWindows, loadCorpus } from './data.js';
+import { evaluate } from './trainer.js';
+
+export interface TrainedModel {
+  model: GPT;
+  tokenizer: Tokenizer;
+  config: TrainConfig;
+  step: number;
+}
+
+export async function loadTrainedModel(dir: string, backend = 'cpu'): Promise<TrainedModel> {
+  const ck = loadCheckpoint(dir);
+  const st = ck.state as { config?: TrainConfig; step?: number; tokenizer?: TokenizerSpec };
+  if (!st.config?.model || typeof st.step !== 'number' || !st.tokenizer) {
+    throw new CheckpointError(`${dir}: state.json lacks config, step or tokenizer; is it a patchflow checkpoint?`);
+  }
+  await useBackend(backend);
+  const tokenizer = tokenizerFromSpec(st.tokenizer, { json: ck.tokenizerJson });
+  const model = new GPT(st.config.model, st.config.seed);
+  model.loadWeights(ck.weights);
+  return { model, tokenizer, config: st.config, step: st.step };
+}
+
+/** Token-level validation loss on the validation split of `data` (default: the training corpus). */
+export async function evaluateOnCorpus(t: TrainedModel, opts: { data?: string; batches?: number } = {}): Promise<{ valLoss: number; tokens: number; corpus: string }> {
+  const corpus = loadCorpus(opts.data ?? (t.config.data || undefined));
+  const ids = t.tokenizer.encode(corpus.text);
+  const seqLen = t.model.config.seqLen;
+  const ds = new TokenDataset(ids, { valFraction: t.config.valFraction, minTokens: seqLen + 1 });
+  const batches = opts.batches ?? t.config.evalBatches;
+  if (!(batches >= 1)) throw new ConfigError(`--batches must be >= 1`);
+  const windows = evalWindows(ds.valTokens, seqLen + 1, batches * t.config.batchSize);
+  const valLoss = await evaluate(t.model, windows, t.config.batchSize);
+  return { valLoss, tokens: windows.length * seqLen, corpus: corpus.name };
+}

@@ -1,0 +1,136 @@
+/**
+ * The plugin hook interface. A plugin can rewrite the training plan, shape the batch and the input
+ * embeddings, replace the loss, edit gradients, act after each optimizer step, add to the FLOP count
+ * and keep state in checkpoints. Hooks are called only in phases where the plan gives the plugin
+ * settings (`phase.plugins[plugin.name]`); several plugins compose in the order they are given.
+ */
+import type { tf } from '@patchflow/tensor';
+import type { TrainConfig } from './config.js';
+import type { GPT } from './model.js';
+import type { AdamW } from './optim.js';
+
+export class PluginError extends Error {
+  override name = 'ConfigError';
+}
+
+export interface PhaseSpec {
+  name: string;
+  /** Share of the run's training tokens; the shares of a plan sum to 1. */
+  fraction: number;
+  /** Settings of each plugin active in this phase (absent = inactive). */
+  plugins: Record<string, Record<string, unknown>>;
+  /**
+   * At the phase's start: 'reset' gives fresh optimizer moments and a new warmup + cosine schedule over
+   * the phase; 'continue' keeps moments and continues the previous phase's schedule. The first phase
+   * always starts fresh.
+   */
+  optimizer: 'reset' | 'continue';
+}
+
+/** How rows of a batch are laid out in the token stream. */
+export interface RowLayout {
+  /** Data tokens the model reads per row (seqLen for token-level training). */
+  inputTokens: number;
+  /** Tokens drawn from the stream per row (inputs plus what the labels need beyond them). */
+  windowTokens: number;
+  /** Positions the transformer sees per row. */
+  positions: number;
+  /** Labels per position (K for patch-level training, 1 otherwise). */
+  labelsPerPosition: number;
+}
+
+export interface Batch {
+  rows: number;
+  /** int32 [rows, layout.inputTokens] token ids. */
+  inputs: Int32Array;
+  /** int32 [rows * layout.positions, layout.labelsPerPosition] target ids. */
+  labels: Int32Array;
+  layout: RowLayout;
+}
+
+export interface PhaseContext {
+  config: TrainConfig;
+  model: GPT;
+  optimizer: AdamW;
+  phase: PhaseSpec;
+  phaseIndex: number;
+  /** This plugin's settings for the phase. */
+  settings: Record<string, unknown>;
+}
+
+export interface StepContext extends PhaseContext {
+  /** Global optimizer step, 1-based after the update. */
+  step: number;
+  phaseStep: number;
+  phaseSteps: number;
+}
+
+export interface PluginState {
+  json?: unknown;
+  tensors?: Record<string, { shape: number[]; data: Float32Array }>;
+}
+
+export interface TrainerPlugin {
+  readonly name: string;
+  /** Rewrites the plan (split a phase, add its settings to phases). Validate settings here: throw PluginError. */
+  plan?(phases: PhaseSpec[], config: TrainConfig): PhaseSpec[];
+  /** Once, after the model and optimizer exist and before training (or after a checkpoint is loaded). */
+  init?(ctx: Omit<PhaseContext, 'phase' | 'phaseIndex' | 'settings'>): void;
+  phaseStart?(ctx: PhaseContext): void;
+  /** Row layout of this phase; at most one active plugin may define it. */
+  rowLayout?(seqLen: number, ctx: PhaseContext): RowLayout;
+  /** Builds inputs and labels from sampled windows [rows, windowTokens]; pairs with rowLayout. */
+  makeBatch?(windows: Int32Array, rows: number, layout: RowLayout, ctx: PhaseContext): Batch;
+  /** Input embeddings [B, T_in, d] -> [B, positions, d]; chained in plugin order. */
+  transformEmbeddings?(emb: tf.Tensor3D, ctx: StepContext): tf.Tensor3D;
+  /** Replaces the loss; at most one active plugin may define it. logits [B*positions, V]. */
+  loss?(logits: tf.Tensor2D, labels: tf.Tensor2D, ctx: StepContext): tf.Scalar;
+  /** Edits gradients before the optimizer (e.g. masks); chained in plugin order. */
+  transformGradients?(grads: Record<string, tf.Tensor>, ctx: StepContext): Record<string, tf.Tensor>;
+  afterStep?(ctx: StepContext): void;
+  /** Adjusts the training FLOPs of one optimizer step; chained in plugin order. */
+  flops?(flops: number, ctx: PhaseContext): number;
+  /** Extra numbers for metrics.jsonl and the summary (density, ...). */
+  metrics?(ctx: PhaseContext): Record<string, number>;
+  saveState?(): Promise<PluginState> | PluginState;
+  loadState?(state: PluginState): void;
+}
+
+/** Token-level rows: the model reads seqLen tokens and predicts the next token at each position. */
+export function tokenLayout(seqLen: number): RowLayout {
+  return { inputTokens: seqLen, windowTokens: seqLen + 1, positions: seqLen, labelsPerPosition: 1 };
+}
+
+export function tokenBatch(windows: Int32Array, rows: number, layout: RowLayout): Batch {
+  const t = layout.inputTokens;
+  const w = layout.windowTokens;
+  const inputs = new Int32Array(rows * t);
+  const labels = new Int32Array(rows * t);
+  for (let r = 0; r < rows; r++) {
+    inputs.set(windows.subarray(r * w, r * w + t), r * t);
+    labels.set(windows.subarray(r * w + 1, r * w + 1 + t), r * t);
+  }
+  return { rows, inputs, labels, layout };
+}
+
+/** The plan every run starts from: one token-level phase over all the data. */
+export function basePlan(): PhaseSpec[] {
+  return [{ name: 'train', fraction: 1, plugins: {}, optimizer: 'reset' }];
+}
+
+/** Applies each plugin's plan hook in order and validates the result. */
+export function buildPlan(plugins: TrainerPlugin[], config: TrainConfig): PhaseSpec[] {
+  let phases = basePlan();
+  for (const p of plugins) if (p.plan) phases = p.plan(phases.map((x) => ({ ...x, plugins: { ...x.plugins } })), config);
+  const sum = phases.reduce((a, p) => a + p.fraction, 0);
+  if (phases.length === 0 || Math.abs(sum - 1) > 1e-9 || phases.some((p) => !(p.fraction > 0))) {
+    throw new PluginError(`invalid training plan: phase fractions must be positive and sum to 1 (got ${phases.map((p) => p.fraction).join(' + ')})`);
+  }
+  for (const ph of phases) {
+    for (const hook of ['rowLayout', 'loss'] as const) {
+      const owners = plugins.filter((p) => ph.plugins[p.name] && p[hook]);
+      if (owners.length > 1) throw new PluginError(`plugins ${owners.map((p) => p.name).join(' and ')} both define ${hook} in phase "${ph.name}"`);
+    }
+  }
+  return phases;
+}

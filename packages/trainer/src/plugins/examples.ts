@@ -1,0 +1,53 @@
+/**
+ * Two small, real plugins that show the hook interface (docs/architecture.md walks through them).
+ *
+ * neftune: NEFTune (Jain et al., 2023) adds uniform noise of scale alpha / sqrt(T * d) to the input
+ *   embeddings during training (hook: transformEmbeddings).
+ * labelSmoothing: cross-entropy against (1 - eps) * one-hot + eps / V (Szegedy et al., 2016)
+ *   (hook: loss), computed from one log-softmax of the logits.
+ */
+import { tf } from '@patchflow/tensor';
+import { PluginError, type PhaseSpec, type TrainerPlugin } from '../plugin.js';
+import { Rng } from '../rng.js';
+
+function addToAllPhases(phases: PhaseSpec[], name: string, settings: Record<string, unknown>): PhaseSpec[] {
+  return phases.map((p) => ({ ...p, plugins: { ...p.plugins, [name]: settings } }));
+}
+
+export function neftune(alpha = 5, seed = 7): TrainerPlugin {
+  if (!(alpha > 0)) throw new PluginError(`neftune: alpha must be > 0, got ${alpha}`);
+  let rng = new Rng(seed);
+  return {
+    name: 'neftune',
+    plan: (phases) => addToAllPhases(phases, 'neftune', { alpha }),
+    transformEmbeddings(emb) {
+      const [b, t, d] = emb.shape;
+      const scale = alpha / Math.sqrt(t * d);
+      const noise = new Float32Array(b * t * d);
+      for (let i = 0; i < noise.length; i++) noise[i] = (rng.next() * 2 - 1) * scale;
+      return tf.add(emb, tf.tensor3d(noise, [b, t, d]));
+    },
+    saveState: () => ({ json: { rng: rng.state() } }),
+    loadState: (s) => {
+      rng = Rng.fromState((s.json as { rng: number[] }).rng);
+    },
+  };
+}
+
+export function labelSmoothing(eps = 0.1): TrainerPlugin {
+  if (!(eps >= 0 && eps < 1)) throw new PluginError(`labelSmoothing: eps must be in [0, 1), got ${eps}`);
+  return {
+    name: 'label-smoothing',
+    plan: (phases) => addToAllPhases(phases, 'label-smoothing', { eps }),
+    loss(logits, labels) {
+      return tf.tidy(() => {
+        const [n, v] = logits.shape;
+        const k = labels.shape[1];
+        const logp = tf.logSoftmax(logits);
+        const hard = tf.div(tf.sum(tf.reshape(tf.oneHot(tf.reshape(labels, [n * k]), v), [n, k, v]), 1), k);
+        const target = tf.add(tf.mul(hard, 1 - eps), eps / v);
+        return tf.mean(tf.neg(tf.sum(tf.mul(logp, target), 1))) as tf.Scalar;
+      });
+    },
+  };
+}

@@ -1,0 +1,381 @@
+/**
+ * The training loop: plan -> phases -> steps. Each step samples windows, lets plugins shape the
+ * batch and embeddings, computes the loss and gradients (with accumulation), lets plugins edit the
+ * gradients, applies AdamW with the phase's schedule, and lets plugins act after the update.
+ * Evaluation is always token-level on the fixed validation split; checkpoints are atomic.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { tf, crossEntropy, useBackend } from '@patchflow/tensor';
+import { type TrainConfig, finalizeModelConfig } from './config.js';
+import { GPT } from './model.js';
+import { AdamW, learningRate } from './optim.js';
+import {
+  type Batch,
+  type PhaseContext,
+  type PhaseSpec,
+  type RowLayout,
+  type StepContext,
+  type TrainerPlugin,
+  buildPlan,
+  tokenBatch,
+  tokenLayout,
+} from './plugin.js';
+import { Rng } from './rng.js';
+import { BatchSampler, DataError, TokenDataset, evalWindows, loadCorpus } from './data.js';
+import { type Tokenizer, HfTokenizer, loadTokenizer } from './tokenizer.js';
+import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+
+export class DivergenceError extends Error {
+  override name = 'DivergenceError';
+}
+
+export interface ResolvedPhase extends PhaseSpec {
+  index: number;
+  steps: number;
+  layout: RowLayout;
+  /** Global step at which this phase's LR schedule segment starts, and the segment's length. */
+  scheduleStart: number;
+  scheduleSteps: number;
+  flopsPerStep: number;
+  tokensPerStep: number;
+}
+
+export type TrainEvent =
+  | { type: 'start'; phases: ResolvedPhase[]; totalSteps: number; parameters: number; resumedFrom?: number }
+  | { type: 'phase'; phase: ResolvedPhase }
+  | { type: 'step'; step: number; totalSteps: number; phase: string; loss: number; lr: number; gradNorm: number; tokens: number; flops: number; tokensPerSecond: number; elapsed: number; extra: Record<string, number> }
+  | { type: 'eval'; step: number; valLoss: number; flops: number; tokens: number; elapsed: number }
+  | { type: 'checkpoint'; step: number; dir: string }
+  | { type: 'log'; message: string };
+
+export interface TrainOptions {
+  config: TrainConfig;
+  plugins?: TrainerPlugin[];
+  /** Run directory for checkpoints and metrics; none = keep everything in memory. */
+  outDir?: string;
+  resume?: boolean;
+  /** Text to train on; default loadCorpus(config.data). */
+  corpus?: { name: string; text: string };
+  tokenizer?: Tokenizer;
+  onEvent?: (e: TrainEvent) => void;
+  /** Aborting saves a checkpoint and returns early with `interrupted: true`. */
+  signal?: AbortSignal;
+}
+
+export interface TrainResult {
+  model: GPT;
+  tokenizer: Tokenizer;
+  phases: ResolvedPhase[];
+  steps: number;
+  valLoss: number;
+  /** Validation losses measured during the run. */
+  evals: { step: number; valLoss: number; flops: number; tokens: number; elapsed: number }[];
+  losses: { step: number; loss: number; flops: number }[];
+  flops: number;
+  tokens: number;
+  seconds: number;
+  interrupted: boolean;
+}
+
+interface RunState {
+  step: number;
+  phaseIndex: number;
+  phaseStep: number;
+  flops: number;
+  tokens: number;
+  elapsed: number;
+  lastGood?: number;
+}
+
+export function resolvePhases(phases: PhaseSpec[], config: TrainConfig, plugins: TrainerPlugin[], model: GPT, optimizer: AdamW): ResolvedPhase[] {
+  const m = config.model;
+  const budget = config.steps * config.batchSize * config.gradAccum * m.seqLen;
+  const out: ResolvedPhase[] = [];
+  phases.forEach((ph, index) => {
+    const active = plugins.filter((p) => ph.plugins[p.name]);
+    const ctxFor = (p: TrainerPlugin): PhaseContext => ({ config, model, optimizer, phase: ph, phaseIndex: index, settings: ph.plugins[p.name]! });
+    const owner = active.find((p) => p.rowLayout);
+    const layout = owner ? owner.rowLayout!(m.seqLen, ctxFor(owner)) : tokenLayout(m.seqLen);
+    if (layout.positions > m.seqLen) throw new Error(`phase "${ph.name}": ${layout.positions} positions exceed model.seqLen ${m.seqLen}`);
+    const rowsPerStep = config.batchSize * config.gradAccum;
+    const tokensPerStep = rowsPerStep * layout.inputTokens;
+    const steps = Math.max(1, Math.round((ph.fraction * budget) / tokensPerStep));
+    let flops = rowsPerStep * layout.positions * model.trainFlopsPerPosition(layout.positions);
+    for (const p of active) if (p.flops) flops = p.flops(flops, ctxFor(p));
+    const start = out.reduce((a, p) => a + p.steps, 0);
+    const cont = index > 0 && ph.optimizer === 'continue';
+    const scheduleStart = cont ? out[index - 1]!.scheduleStart : start;
+    out.push({ ...ph, index, steps, layout, scheduleStart, scheduleSteps: 0, flopsPerStep: flops, tokensPerStep });
+  });
+  for (const ph of out) ph.scheduleSteps = out.filter((p) => p.scheduleStart === ph.scheduleStart).reduce((a, p) => a + p.steps, 0);
+  return out;
+}
+
+/** Mean token-level validation loss over the fixed evaluation windows. */
+export async function evaluate(model: GPT, windows: Int32Array[], batchSize: number): Promise<number> {
+  const t = model.config.seqLen;
+  let total = 0;
+  let count = 0;
+  for (let i = 0; i < windows.length; i += batchSize) {
+    const rows = windows.slice(i, i + batchSize);
+    const flat = new Int32Array(rows.length * (t + 1));
+    rows.forEach((w, r) => flat.set(w, r * (t + 1)));
+    const batch = tokenBatch(flat, rows.length, tokenLayout(t));
+    const s = tf.tidy(() => {
+      const logits = model.forward(tf.tensor2d(batch.inputs, [rows.length, t], 'int32'));
+      return tf.sum(crossEntropy(logits, tf.tensor2d(batch.labels, [rows.length * t, 1], 'int32')));
+    });
+    total += (await s.data())[0]!;
+    s.dispose();
+    count += rows.length * t;
+  }
+  return total / count;
+}
+
+export async function train(opts: TrainOptions): Promise<TrainResult> {
+  const plugins = opts.plugins ?? [];
+  const emit = opts.onEvent ?? (() => {});
+  const outDir = opts.outDir;
+  let config = opts.config;
+
+  // Resuming: the checkpoint's config wins for everything that shapes the run.
+  let ckpt: Awaited<ReturnType<typeof loadCheckpoint>> | undefined;
+  if (opts.resume) {
+    if (!outDir) throw new Error('resume needs an output directory');
+    ckpt = loadCheckpoint(outDir);
+    const saved = ckpt.state as { config: TrainConfig };
+    config = { ...saved.config, backend: opts.config.backend, steps: saved.config.steps };
+  }
+
+  await useBackend(config.backend);
+  const tokenizer = opts.tokenizer ?? loadTokenizer(config.tokenizer, ckpt?.tokenizerJson);
+  const corpus = opts.corpus ?? loadCorpus(config.data || undefined);
+  const ids = tokenizer.encode(corpus.text);
+  const modelCfg = finalizeModelConfig(config.model, tokenizer.vocabSize);
+  config = { ...config, model: modelCfg };
+  const dataset = new TokenDataset(ids, { valFraction: config.valFraction, minTokens: modelCfg.seqLen + 1 });
+
+  const model = new GPT(modelCfg, config.seed);
+  const optimizer = new AdamW(config.optim, model.specs.map((s) => ({ name: s.name, variable: model.p(s.name), decay: s.decay })));
+  const phases = resolvePhases(buildPlan(plugins, config), config, plugins, model, optimizer);
+  for (const ph of phases) {
+    const need = ph.layout.windowTokens;
+    if (dataset.trainTokens.length < need) {
+      throw new DataError(`phase "${ph.name}" reads windows of ${need} tokens but the training split has only ${dataset.trainTokens.length}`);
+    }
+  }
+  const totalSteps = phases.reduce((a, p) => a + p.steps, 0);
+  const sampler = new BatchSampler(dataset.trainTokens, new Rng(config.seed + 1));
+  const evalSet = evalWindows(dataset.valTokens, modelCfg.seqLen + 1, config.evalBatches * config.batchSize);
+
+  const run: RunState = { step: 0, phaseIndex: 0, phaseStep: 0, flops: 0, tokens: 0, elapsed: 0 };
+  const evals: TrainResult['evals'] = [];
+  const losses: TrainResult['losses'] = [];
+  const ctxBase = { config, model, optimizer };
+  const phaseCtx = (ph: ResolvedPhase, p: TrainerPlugin): PhaseContext => ({ ...ctxBase, phase: ph, phaseIndex: ph.index, settings: ph.plugins[p.name]! });
+  for (const p of plugins) p.init?.(ctxBase);
+
+  if (ckpt) {
+    const st = ckpt.state as { run: RunState; sampler: unknown; optimizerT: number; plugins: Record<string, { json?: unknown }>; evals: TrainResult['evals'] };
+    model.loadWeights(ckpt.weights);
+    optimizer.importState(st.optimizerT, ckpt.optimizer);
+    sampler.restore(st.sampler as never);
+    Object.assign(run, st.run);
+    evals.push(...(st.evals ?? []));
+    for (const p of plugins) {
+      const ps = st.plugins?.[p.name];
+      if (ps && p.loadState) {
+        const tensors = Object.fromEntries(Object.entries(ckpt.optimizer).filter(([k]) => k.startsWith(`plugin.${p.name}.`)).map(([k, v]) => [k.slice(`plugin.${p.name}.`.length), v]));
+        p.loadState({ json: ps.json, tensors });
+      }
+    }
+    trimMetrics(outDir!, run.step);
+  }
+
+  const metricsPath = outDir ? path.join(outDir, 'metrics.jsonl') : undefined;
+  if (outDir) fs.mkdirSync(outDir, { recursive: true });
+  const writeMetric = (rec: object) => {
+    if (metricsPath) fs.appendFileSync(metricsPath, JSON.stringify(rec) + '\n');
+  };
+
+  const save = async () => {
+    if (!outDir) return;
+    const pluginStates: Record<string, { json?: unknown }> = {};
+    const extraTensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (const p of plugins) {
+      if (!p.saveState) continue;
+      const s = await p.saveState();
+      pluginStates[p.name] = { json: s.json };
+      for (const [k, v] of Object.entries(s.tensors ?? {})) extraTensors[`plugin.${p.name}.${k}`] = v;
+    }
+    const opt = await optimizer.exportState();
+    saveCheckpoint(outDir, {
+      weights: await model.exportWeights(),
+      optimizer: { ...opt.tensors, ...extraTensors },
+      state: {
+        format: 'patchflow-checkpoint/1',
+        config,
+        step: run.step,
+        run: { ...run, lastGood: run.step },
+        sampler: sampler.state(),
+        optimizerT: opt.t,
+        plugins: pluginStates,
+        evals,
+        tokenizer: tokenizer.toJSON(),
+        corpus: { name: corpus.name, tokens: ids.length },
+        parameters: model.parameterCount(),
+      },
+      tokenizerJson: tokenizer instanceof HfTokenizer ? tokenizer.json : undefined,
+    });
+    run.lastGood = run.step;
+    emit({ type: 'checkpoint', step: run.step, dir: outDir });
+  };
+
+  emit({ type: 'start', phases, totalSteps, parameters: model.parameterCount(), resumedFrom: ckpt ? run.step : undefined });
+  const vars = model.specs.map((s) => model.p(s.name));
+  const t0 = Date.now() - run.elapsed * 1000;
+  let interrupted = false;
+  let lastLoss = NaN;
+
+  const doEval = async () => {
+    const valLoss = await evaluate(model, evalSet, config.batchSize);
+    const rec = { step: run.step, valLoss, flops: run.flops, tokens: run.tokens, elapsed: (Date.now() - t0) / 1000 };
+    evals.push(rec);
+    writeMetric({ type: 'eval', ...rec });
+    emit({ type: 'eval', ...rec });
+    return valLoss;
+  };
+
+  outer: for (let pi = run.phaseIndex; pi < phases.length; pi++) {
+    const ph = phases[pi]!;
+    const active = plugins.filter((p) => ph.plugins[p.name]);
+    const fresh = run.phaseIndex !== pi || run.phaseStep === 0;
+    if (fresh) {
+      run.phaseIndex = pi;
+      run.phaseStep = 0;
+      if (pi > 0 && ph.optimizer === 'reset') optimizer.reset();
+    }
+    for (const p of active) p.phaseStart?.(phaseCtx(ph, p));
+    emit({ type: 'phase', phase: ph });
+    const batchOwner = active.find((p) => p.makeBatch);
+    let windowStart = Date.now();
+    let windowTokens = 0;
+
+    while (run.phaseStep < ph.steps) {
+      const lr = learningRate(config.optim, run.step - ph.scheduleStart, ph.scheduleSteps);
+      const sctx = (p: TrainerPlugin): StepContext => ({ ...phaseCtx(ph, p), step: run.step + 1, phaseStep: run.phaseStep, phaseSteps: ph.steps });
+      let lossSum = 0;
+      let grads: Record<string, tf.Tensor> = {};
+      for (let micro = 0; micro < config.gradAccum; micro++) {
+        const windows = sampler.windows(config.batchSize, ph.layout.windowTokens);
+        const batch: Batch = batchOwner
+          ? batchOwner.makeBatch!(windows, config.batchSize, ph.layout, phaseCtx(ph, batchOwner))
+          : tokenBatch(windows, config.batchSize, ph.layout);
+        const { value, grads: rawGrads } = tf.variableGrads(() => {
+          const ids = tf.tensor2d(batch.inputs, [batch.rows, ph.layout.inputTokens], 'int32');
+          let emb = model.embed(ids);
+          for (const p of active) if (p.transformEmbeddings) emb = p.transformEmbeddings(emb, sctx(p));
+          const logits = model.forwardEmbeddings(emb);
+          const labels = tf.tensor2d(batch.labels, [batch.rows * ph.layout.positions, ph.layout.labelsPerPosition], 'int32');
+          const owner = active.find((p) => p.loss);
+          return owner ? owner.loss!(logits, labels, sctx(owner)) : (tf.mean(crossEntropy(logits, labels)) as tf.Scalar);
+        }, vars);
+        const g = model.gradsByParam(rawGrads);
+        lossSum += (await value.data())[0]!;
+        value.dispose();
+        if (micro === 0) grads = g;
+        else {
+          for (const k of Object.keys(g)) {
+            const s = tf.add(grads[k]!, g[k]!);
+            grads[k]!.dispose();
+            g[k]!.dispose();
+            grads[k] = s;
+          }
+        }
+      }
+      if (config.gradAccum > 1) {
+        for (const k of Object.keys(grads)) {
+          const s = tf.div(grads[k]!, config.gradAccum);
+          grads[k]!.dispose();
+          grads[k] = s;
+        }
+      }
+      const loss = lossSum / config.gradAccum;
+      if (!Number.isFinite(loss)) {
+        for (const g of Object.values(grads)) g.dispose();
+        throw new DivergenceError(divergenceMessage(run.step + 1, loss, run.lastGood, outDir));
+      }
+      for (const p of active) {
+        if (!p.transformGradients) continue;
+        const next = p.transformGradients(grads, sctx(p));
+        for (const [k, g] of Object.entries(grads)) if (next[k] !== g) g.dispose();
+        grads = next;
+      }
+      const normT = optimizer.step(grads, lr);
+      for (const g of Object.values(grads)) g.dispose();
+      const gradNorm = (await normT.data())[0]!;
+      normT.dispose();
+      if (!Number.isFinite(gradNorm)) throw new DivergenceError(divergenceMessage(run.step + 1, gradNorm, run.lastGood, outDir, 'gradient norm'));
+      run.step++;
+      run.phaseStep++;
+      run.flops += ph.flopsPerStep;
+      run.tokens += ph.tokensPerStep;
+      windowTokens += ph.tokensPerStep;
+      for (const p of active) p.afterStep?.(sctx(p));
+      lastLoss = loss;
+      losses.push({ step: run.step, loss, flops: run.flops });
+      const now = Date.now();
+      const tps = windowTokens / Math.max(1e-3, (now - windowStart) / 1000);
+      if (now - windowStart > 5000) {
+        windowStart = now;
+        windowTokens = 0;
+      }
+      const extra: Record<string, number> = {};
+      for (const p of active) Object.assign(extra, p.metrics?.(phaseCtx(ph, p)) ?? {});
+      run.elapsed = (now - t0) / 1000;
+      if (run.step % config.logEvery === 0 || run.phaseStep === ph.steps) {
+        writeMetric({ type: 'train', step: run.step, phase: ph.name, loss, lr, gradNorm, tokens: run.tokens, flops: run.flops, tokensPerSecond: tps, elapsed: run.elapsed, ...extra });
+      }
+      emit({ type: 'step', step: run.step, totalSteps, phase: ph.name, loss, lr, gradNorm, tokens: run.tokens, flops: run.flops, tokensPerSecond: tps, elapsed: run.elapsed, extra });
+      const last = run.step === totalSteps;
+      if (config.evalEvery > 0 && run.step % config.evalEvery === 0 && !last) await doEval();
+      if (config.checkpointEvery > 0 && run.step % config.checkpointEvery === 0 && !last) await save();
+      if (opts.signal?.aborted && !last) {
+        interrupted = true;
+        await save();
+        break outer;
+      }
+    }
+  }
+  let valLoss = evals.at(-1)?.valLoss ?? NaN;
+  if (!interrupted) {
+    valLoss = await doEval();
+    await save();
+  }
+  void lastLoss;
+  return { model, tokenizer, phases, steps: run.step, valLoss, evals, losses, flops: run.flops, tokens: run.tokens, seconds: (Date.now() - t0) / 1000, interrupted };
+}
+
+function divergenceMessage(step: number, value: number, lastGood: number | undefined, outDir: string | undefined, what = 'loss'): string {
+  const kept = outDir && lastGood !== undefined ? `; the last good checkpoint (step ${lastGood}) is kept in ${outDir}` : outDir ? '; no checkpoint had been written yet' : '';
+  return `training diverged at step ${step}: ${what} is ${value}${kept}. Try a lower optim.lr or a smaller gradClip.`;
+}
+
+/** After a resume, drops metric lines past the checkpoint's step (they will be written again). */
+function trimMetrics(outDir: string, step: number): void {
+  const p = path.join(outDir, 'metrics.jsonl');
+  if (!fs.existsSync(p)) return;
+  const kept = fs
+    .readFileSync(p, 'utf8')
+    .split('\n')
+    .filter((l) => {
+      if (!l.trim()) return false;
+      try {
+        return (JSON.parse(l) as { step: number }).step <= step;
+      } catch {
+        return false;
+      }
+    });
+  fs.writeFileSync(p, kept.map((l) => l + '\n').join(''));
+}
