@@ -17,8 +17,22 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
-#include "gemm.h"
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace pf {
+// gemm.cc: packed SGEMM, C[M,N] (+)= op(A) op(B), single-threaded (callers parallelise).
+void gemm_st(int M, int N, int K, const float* A, long lda, bool ta, const float* B, long ldb, bool tb, float* C,
+             long ldc, bool accumulate);
+int gemm_mr();
+int gemm_nr();
+const char* simd_level();
+}  // namespace pf
 
 namespace pf {
 
@@ -147,10 +161,12 @@ static void epilogue(float* C, long ldc, int rows, int cols, int col0, const flo
 
 static void matmul(int batch, int batchA, int batchB, int M, int N, int K, bool ta, bool tb, const float* A,
                    const float* B, float* C, const float* bias, int act, float alpha) {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
   const long lda = ta ? M : K, ldb = tb ? K : N;
   const size_t sa = (size_t)M * K, sb = (size_t)K * N, sc = (size_t)M * N;
   // Tile C so that there are at least `threads` independent tasks, each as large as possible.
   const int nt = max_threads();
+  const int MR = gemm_mr(), NR = gemm_nr();
   int tm = M, tn = N;
   auto count = [&](int a, int b) { return (long)batch * ((M + a - 1) / a) * ((N + b - 1) / b); };
   while (count(tm, tn) < nt) {
@@ -812,6 +828,35 @@ static napi_value js_attn_grad(napi_env env, napi_callback_info info) {
   });
 }
 
+// copyRows(src, srcOff, srcStride, dst, dstOff, dstStride, rows, cols): 4-byte elements; the strided
+// row copies of SplitV and Concat.
+static napi_value js_copy_rows(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args a(env, info, 8);
+    const long so = a.integer(1), ss = a.integer(2), dof = a.integer(4), ds = a.integer(5), rows = a.integer(6),
+               cols = a.integer(7);
+    if (rows == 0 || cols == 0) return;
+    auto buf = [&](size_t i, size_t need) -> uint32_t* {
+      bool is = false;
+      napi_is_typedarray(env, a.v[i], &is);
+      if (!is) throw Err("copyRows: typed array expected");
+      napi_typedarray_type t;
+      size_t l;
+      void* d;
+      napi_value ab;
+      size_t off;
+      napi_get_typedarray_info(env, a.v[i], &t, &l, &d, &ab, &off);
+      if (t != napi_float32_array && t != napi_int32_array && t != napi_uint32_array) throw Err("copyRows: 4-byte elements expected");
+      if (l < need) throw Err("copyRows: array too short");
+      return (uint32_t*)d;
+    };
+    const uint32_t* src = buf(0, (size_t)so + (size_t)(rows - 1) * ss + cols);
+    uint32_t* dst = buf(3, (size_t)dof + (size_t)(rows - 1) * ds + cols);
+#pragma omp parallel for schedule(static) if (rows * cols > 262144)
+    for (long r = 0; r < rows; r++) std::memcpy(dst + dof + (size_t)r * ds, src + so + (size_t)r * ss, sizeof(uint32_t) * cols);
+  });
+}
+
 // segmentSum(x, ids, S, inner, numSegments, out)
 static napi_value js_segment_sum(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
@@ -898,7 +943,7 @@ static napi_value js_info(napi_env env, napi_callback_info) {
   napi_value o, t, s, mp;
   napi_create_object(env, &o);
   napi_create_int32(env, g_threads, &t);
-  napi_create_string_utf8(env, PF_SIMD, NAPI_AUTO_LENGTH, &s);
+  napi_create_string_utf8(env, simd_level(), NAPI_AUTO_LENGTH, &s);
 #ifdef _OPENMP
   napi_get_boolean(env, true, &mp);
 #else
@@ -922,6 +967,25 @@ static napi_value Init(napi_env env, napi_value exports) {
     const int t = std::atoi(e);
     if (t >= 1) pf::g_threads = t;
   }
+  // Every kernel output is a fresh typed array (calloc). With glibc's defaults, arrays of a few MB
+  // are mmapped and unmapped each time, so each one pays page faults on first touch (~15% of a
+  // training step). Keep them in the heap instead and don't trim it (memory stays at its peak).
+  // PATCHFLOW_MALLOC_TUNE=0 leaves glibc's defaults.
+  bool mallocTuned = false;
+#if defined(__GLIBC__)
+  {
+    const char* e = std::getenv("PATCHFLOW_MALLOC_TUNE");
+    if (!e || std::strcmp(e, "0") != 0) {
+      mallocTuned = mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024) == 1;
+      mallocTuned = (mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024) == 1) && mallocTuned;
+    }
+  }
+#endif
+  {
+    napi_value b;
+    napi_get_boolean(env, mallocTuned, &b);
+    napi_set_named_property(env, exports, "mallocTuned", b);
+  }
   struct {
     const char* name;
     napi_callback cb;
@@ -937,6 +1001,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"attention", pf::js_attn},
       {"attentionGrad", pf::js_attn_grad},
       {"segmentSum", pf::js_segment_sum},
+      {"copyRows", pf::js_copy_rows},
       {"transpose", pf::js_transpose},
       {"sum", pf::js_sum},
       {"binary", pf::js_binary},

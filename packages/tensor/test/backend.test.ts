@@ -71,7 +71,7 @@ describe('a small GPT training step: cpu (native) vs stock tfjs-cpu (composites,
           const m = layerNorm(hs, P[`l2w${l}`]!, P[`l2b${l}`]!);
           hs = tf.add(hs, lin(gelu(lin(m, `fw${l}`, `fb${l}`)) as tf.Tensor2D, `f2w${l}`, `f2b${l}`));
         }
-        const logits = tf.matMul(layerNorm(hs, P.lnfw!, P.lnfb!), P.tok!, false, true);
+        const logits = tf.matMul(layerNorm(hs, P.lnfw!, P.lnfb!), P.tok!, false, true) as tf.Tensor2D;
         return tf.mean(crossEntropy(logits, lbT)) as tf.Scalar;
       }, Object.values(P));
       const out = { loss: value.dataSync()[0]!, grads: Object.fromEntries(Object.entries(P).map(([k, v]) => [k, Float32Array.from(grads[v.name]!.dataSync())])) };

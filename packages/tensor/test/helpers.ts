@@ -1,9 +1,7 @@
 /** Test helpers: backend switching, float64 references, closeness checks. */
 import { expect } from 'vitest';
+// ../src/index.js also registers tfjs-core's gradients (src/gradients.ts).
 import { tf, useBackend } from '../src/index.js';
-// tfjs-core alone registers no gradients (the @tensorflow/tfjs union package does); the tests need them.
-// Imported after ../src/index.js so that tfjs-core's engine already exists.
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
 
 export { tf };
 

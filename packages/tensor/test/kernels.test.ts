@@ -161,3 +161,46 @@ describe('Add / Sub / Multiply / RealDiv', { timeout: 60_000 }, () => {
     expect(Array.from(ours[0]!)).toEqual(Array.from(stock[0]!));
   });
 });
+
+describe('Concat', () => {
+  for (const [shapes, axis] of [
+    [[[6, 3], [6, 5], [6, 1]], 1],
+    [[[2, 3], [4, 3]], 0],
+    [[[2, 3, 4], [2, 0, 4], [2, 2, 4]], 1],
+    [[[2, 3, 4], [2, 3, 1]], -1],
+  ] as [number[][], number][])
+    it(`${JSON.stringify(shapes)} axis ${axis} vs stock (float32 and int32)`, async () => {
+      const [ours, stock] = await both(() => [
+        tf.concat(shapes.map((s, i) => tf.tensor(rand(s.reduce((a, b) => a * b, 1), 70 + i), s)), axis),
+        tf.concat(shapes.map((s, i) => tf.tensor(Int32Array.from({ length: s.reduce((a, b) => a * b, 1) }, (_, j) => j * (i + 2)), s, 'int32')), axis),
+      ]);
+      expect(Array.from(ours[0]!)).toEqual(Array.from(stock[0]!));
+      expect(Array.from(ours[1]!)).toEqual(Array.from(stock[1]!));
+    });
+  it('is the gradient of split', async () => {
+    const x = rand(8 * 12, 80);
+    const w = rand(8 * 12, 81);
+    const [ours, stock] = await both(() => tf.grad((t: tf.Tensor) => {
+      const [a, b, c] = tf.split(t, 3, 1);
+      return tf.sum(tf.mul(tf.concat([tf.mul(a!, 2), b!, tf.neg(c!)], 1), tf.tensor(w, [8, 12])));
+    })(tf.tensor2d(x, [8, 12])));
+    expectClose(ours[0]!, stock[0]!, 1e-6, 1e-6);
+  });
+});
+
+describe('GatherV2', () => {
+  it('axis 0 rows (float32, int32, rank-2 indices) vs stock; other axes via stock', async () => {
+    const x = rand(10 * 6, 90);
+    const ids = Int32Array.from([3, 0, 9, 3, 5, 1]);
+    const [ours, stock] = await both(() => [
+      tf.gather(tf.tensor2d(x, [10, 6]), tf.tensor1d(ids, 'int32')),
+      tf.gather(tf.tensor2d(x, [10, 6]), tf.tensor2d(ids, [2, 3], 'int32')),
+      tf.gather(tf.tensor2d(Int32Array.from({ length: 60 }, (_, i) => i), [10, 6], 'int32'), tf.tensor1d(ids, 'int32')),
+      tf.gather(tf.tensor2d(x, [10, 6]), tf.tensor1d([5, 0, 2], 'int32'), 1),
+    ]);
+    for (let i = 0; i < 4; i++) expect(Array.from(ours[i]!)).toEqual(Array.from(stock[i]!));
+  });
+  it('rejects an out-of-range index', async () => {
+    await on('cpu', () => expect(() => tf.gather(tf.tensor2d([1, 2, 3, 4], [2, 2]), tf.tensor1d([2], 'int32'))).toThrow(/not in \[0, 1\]/));
+  });
+});

@@ -71,6 +71,15 @@ describe('BatchMatMul (native) vs plain-JS triple loop', { timeout: 60_000 }, ()
       });
     });
 
+  it('empty inner dimension gives zeros (plus bias)', async () => {
+    await on('cpu', () => {
+      expect(Array.from(tf.tidy(() => tf.matMul(tf.zeros([3, 0]), tf.zeros([0, 4])).dataSync()))).toEqual(new Array(12).fill(0));
+      const r = tf.tidy(() => tf.fused.matMul({ a: tf.zeros([2, 0]) as tf.Tensor2D, b: tf.zeros([0, 3]) as tf.Tensor2D, bias: tf.tensor1d([1, 2, 3]) }).dataSync());
+      expect(Array.from(r)).toEqual([1, 2, 3, 1, 2, 3]);
+      expect(tf.tidy(() => tf.matMul(tf.zeros([0, 5]), tf.zeros([5, 4])).shape)).toEqual([0, 4]);
+    });
+  });
+
   it('matches the stock kernel for a case it hands back (int32)', async () => {
     const a = Int32Array.from({ length: 12 }, (_, i) => i - 5);
     const b = Int32Array.from({ length: 12 }, (_, i) => 3 - i);

@@ -60,7 +60,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   optim: { lr: 2e-3, minLrRatio: 0.1, warmupSteps: 50, weightDecay: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, gradClip: 1.0 },
   batchSize: 16,
   gradAccum: 1,
-  steps: 1000,
+  steps: 900,
   seed: 1337,
   evalEvery: 100,
   evalBatches: 16,

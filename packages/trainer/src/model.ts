@@ -123,7 +123,8 @@ export class GPT {
     const hd = d / h;
     let hs: tf.Tensor2D;
     if (c.positions === 'learned') {
-      const pos = tf.slice(this.p('pos_emb.weight'), [0, 0], [t, d]);
+      // a full-length slice would cost a Pad in the backward pass
+      const pos = t === c.seqLen ? this.p('pos_emb.weight') : tf.slice(this.p('pos_emb.weight'), [0, 0], [t, d]);
       hs = tf.reshape(tf.add(x, pos), [b * t, d]);
     } else {
       hs = tf.reshape(x, [b * t, d]);

@@ -4,16 +4,20 @@ import * as path from 'node:path';
 import type { FlagSpec } from '../args.js';
 import { UserError } from '../errors.js';
 import { throughputBench } from './throughput.js';
+import { kernelsBench, profileBench } from './kernels.js';
 
 export const BENCH_FLAGS: FlagSpec[] = [
   { name: 'json', type: 'boolean', help: 'print the result as JSON instead of a table' },
   { name: 'out', type: 'string', help: 'also write the JSON result to this file' },
   { name: 'steps', type: 'int', help: 'measured steps per configuration (after one warm-up step)' },
   { name: 'quick', type: 'boolean', help: 'a smaller, faster version of the suite' },
+  { name: 'backend', type: 'string', help: 'backend for bench profile (default cpu)' },
 ];
 
 const SUITES: Record<string, (values: Record<string, unknown>) => Promise<{ json: unknown; table: string }>> = {
   throughput: throughputBench,
+  kernels: kernelsBench,
+  profile: profileBench,
 };
 
 export async function benchCommand(positionals: string[], values: Record<string, unknown>): Promise<number> {

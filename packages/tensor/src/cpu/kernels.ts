@@ -157,8 +157,8 @@ function sumKernel(n: NativeAddon): KernelSpec {
   };
 }
 
-/** SplitV along any axis: x is [outer, A, inner]; output k gets the contiguous runs [outer, a_k, inner]. Plain JS (memcpy-speed set()). */
-function splitKernel(): KernelSpec {
+/** SplitV along any axis: x is [outer, A, inner]; output k gets the contiguous runs [outer, a_k, inner]. */
+function splitKernel(n: NativeAddon): KernelSpec {
   return {
     kernelName: 'SplitV',
     kernelFunc: (args) => {
@@ -177,7 +177,7 @@ function splitKernel(): KernelSpec {
         const len = s * inner;
         const out = vals instanceof Float32Array ? new Float32Array(outer * len) : new Int32Array(outer * len);
         if (outer === 1) out.set(vals.subarray(off, off + len));
-        else for (let o = 0; o < outer; o++) out.set(vals.subarray(o * rowIn + off, o * rowIn + off + len), o * len);
+        else n.copyRows(vals, off, rowIn, out, 0, len, outer, len);
         off += len;
         const shape = [...x.shape];
         shape[axis] = s;
@@ -222,6 +222,66 @@ function binaryKernel(n: NativeAddon, name: string, op: number): KernelSpec {
       const [big, small] = rev ? [b, a] : [a, b];
       n.binary(op, +rev, f32(backend, big), nOut, f32(backend, small), size(small.shape), out);
       return backend.makeTensorInfo(outShape, 'float32', out);
+    },
+  };
+}
+
+/** Concat (the gradient of split) along any axis: per outer index, one contiguous run per input. */
+function concatKernel(n: NativeAddon): KernelSpec {
+  return {
+    kernelName: 'Concat',
+    kernelFunc: (args) => {
+      const backend = args.backend as unknown as CpuBackendLike;
+      const xs = Object.values(args.inputs) as tf.TensorInfo[];
+      const dtype = xs[0]?.dtype;
+      if (!xs.length || (dtype !== 'float32' && dtype !== 'int32') || xs.some((x) => x.dtype !== dtype || x.shape.length !== xs[0]!.shape.length)) {
+        return stock('Concat', args);
+      }
+      const axis = tf.util.parseAxisParam(args.attrs!.axis as number, xs[0]!.shape)[0]!;
+      const outShape = tf.backend_util.computeOutShape(xs.map((x) => x.shape), axis);
+      const outer = size(outShape.slice(0, axis));
+      const inner = size(outShape.slice(axis + 1));
+      const rowOut = outShape[axis]! * inner;
+      const out = dtype === 'float32' ? new Float32Array(outer * rowOut) : new Int32Array(outer * rowOut);
+      let off = 0;
+      for (const x of xs) {
+        const len = x.shape[axis]! * inner;
+        if (len === 0) continue;
+        const v = backend.data.get(x.dataId).values ?? backend.readSync(x.dataId);
+        if (!(v instanceof Float32Array || v instanceof Int32Array)) return stock('Concat', args);
+        if (outer === 1) out.set(v.subarray(0, len), off);
+        else n.copyRows(v, 0, len, out, off, rowOut, outer, len);
+        off += len;
+      }
+      return backend.makeTensorInfo(outShape, dtype, out);
+    },
+  };
+}
+
+/** GatherV2 on axis 0 (the embedding lookup): one row copy per index. Plain JS. */
+function gatherKernel(): KernelSpec {
+  return {
+    kernelName: 'GatherV2',
+    kernelFunc: (args) => {
+      const backend = args.backend as unknown as CpuBackendLike;
+      const x = args.inputs.x as tf.TensorInfo;
+      const indices = args.inputs.indices as tf.TensorInfo;
+      const batchDims = (args.attrs?.batchDims as number | undefined) ?? 0;
+      if ((x.dtype !== 'float32' && x.dtype !== 'int32') || indices.dtype !== 'int32' || batchDims !== 0 || x.shape.length < 1) return stock('GatherV2', args);
+      const axis = tf.util.parseAxisParam(args.attrs!.axis as number, x.shape)[0]!;
+      if (axis !== 0) return stock('GatherV2', args);
+      const v = backend.data.get(x.dataId).values ?? backend.readSync(x.dataId);
+      if (!(v instanceof Float32Array || v instanceof Int32Array)) return stock('GatherV2', args);
+      const ids = i32(backend, indices);
+      const rows = x.shape[0]!;
+      const inner = size(x.shape.slice(1));
+      const out = x.dtype === 'float32' ? new Float32Array(ids.length * inner) : new Int32Array(ids.length * inner);
+      for (let i = 0; i < ids.length; i++) {
+        const id = ids[i]!;
+        if (id < 0 || id >= rows) throw new Error(`GatherV2: the index value ${id} is not in [0, ${rows - 1}]`);
+        out.set(v.subarray(id * inner, (id + 1) * inner), i * inner);
+      }
+      return backend.makeTensorInfo([...indices.shape, ...x.shape.slice(1)], x.dtype, out);
     },
   };
 }
@@ -345,7 +405,20 @@ function fusedKernels(n: NativeAddon): KernelSpec[] {
 /** All native-backed kernels (empty when the addon is not loaded). */
 export function nativeKernels(n: NativeAddon | undefined): KernelSpec[] {
   if (!n) return [];
-  return [matMulKernel(n, 'BatchMatMul'), matMulKernel(n, '_FusedMatMul'), softmaxKernel(n), segmentSumKernel(n), transposeKernel(n), sumKernel(n), splitKernel(),
-    binaryKernel(n, 'Add', 0), binaryKernel(n, 'Sub', 1), binaryKernel(n, 'Multiply', 2), binaryKernel(n, 'RealDiv', 3),
-    ...fusedKernels(n)];
+  return [
+    matMulKernel(n, 'BatchMatMul'),
+    matMulKernel(n, '_FusedMatMul'),
+    softmaxKernel(n),
+    segmentSumKernel(n),
+    transposeKernel(n),
+    sumKernel(n),
+    splitKernel(n),
+    concatKernel(n),
+    gatherKernel(),
+    binaryKernel(n, 'Add', 0),
+    binaryKernel(n, 'Sub', 1),
+    binaryKernel(n, 'Multiply', 2),
+    binaryKernel(n, 'RealDiv', 3),
+    ...fusedKernels(n),
+  ];
 }

@@ -28,6 +28,7 @@ export interface NativeAddon {
   transpose(x: F32 | I32, out: F32 | I32, shape: number[], perm: number[]): void;
   sum(x: F32, outer: number, red: number, inner: number, out: F32): void;
   binary(op: number, rev: number, big: F32, n: number, small: F32, ns: number, out: F32): void;
+  copyRows(src: F32 | I32, srcOff: number, srcStride: number, dst: F32 | I32, dstOff: number, dstStride: number, rows: number, cols: number): void;
   setThreads(n: number): void;
   info(): { threads: number; simd: string; openmp: boolean };
 }

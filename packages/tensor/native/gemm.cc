@@ -3,7 +3,6 @@
 // C[M,N] (+)= op(A)[M,K] * op(B)[K,N], with op(A)(i,p) = ta ? A[p*lda+i] : A[i*lda+p] and
 // op(B)(p,j) = tb ? B[j*ldb+p] : B[p*ldb+j]. Both operands are packed into contiguous micro-panels
 // (the packing absorbs the transposes, so all four layouts run the same micro-kernel).
-#pragma once
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -178,7 +177,7 @@ static inline PackBuffers& thread_buffers() {
 }
 
 // Single-threaded GEMM (called from inside parallel regions). accumulate: C += AB, else C = AB.
-static inline void gemm_st(int M, int N, int K, const float* A, long lda, bool ta, const float* B, long ldb, bool tb,
+void gemm_st(int M, int N, int K, const float* A, long lda, bool ta, const float* B, long ldb, bool tb,
                            float* C, long ldc, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
@@ -211,5 +210,9 @@ static inline void gemm_st(int M, int N, int K, const float* A, long lda, bool t
     }
   }
 }
+
+int gemm_mr() { return MR; }
+int gemm_nr() { return NR; }
+const char* simd_level() { return PF_SIMD; }
 
 }  // namespace pf
