@@ -76,6 +76,11 @@ function errorMessage(err: unknown): string {
   }
 }
 
+/** Collapses line breaks (and the indentation around them) into single spaces. */
+function oneLine(text: string): string {
+  return text.replace(/\s*[\r\n]+\s*/g, ' ').trim();
+}
+
 /** Decide how an error thrown by a command is reported (pure; used by {@link runCli}). */
 export function describeError(err: unknown, options: RunCliOptions = {}): ErrorReport {
   const names = options.userErrorNames ?? USER_ERROR_NAMES;
@@ -86,7 +91,8 @@ export function describeError(err: unknown, options: RunCliOptions = {}): ErrorR
 
   if (err instanceof UserError || (name !== undefined && (name === 'UserError' || names.includes(name)))) {
     const exitCode = name !== undefined && exitCodes[name] !== undefined ? exitCodes[name]! : EXIT_USAGE;
-    return { exitCode, text: `patchflow: ${message || name}\n` };
+    // One line, whatever the library put in the message (JSON.parse errors quote the input, newlines included).
+    return { exitCode, text: `patchflow: ${oneLine(message) || name}\n` };
   }
 
   let text = `patchflow: internal error: ${message}\n`;

@@ -15,7 +15,7 @@ export const COMMANDS: CommandSpec[] = [
   { name: 'eval', summary: 'validation loss and perplexity of a checkpoint', flags: EVAL_FLAGS },
   { name: 'generate', summary: 'sample text from a checkpoint', flags: GENERATE_FLAGS },
   { name: 'backends', summary: 'list backends and whether they can run here', flags: [] },
-  { name: 'bench', summary: 'benchmarks: bench throughput [--json]', flags: BENCH_FLAGS, positionals: ['suite'] },
+  { name: 'bench', summary: 'benchmarks: bench throughput|kernels|profile|patch [--json]', flags: BENCH_FLAGS, positionals: ['suite'] },
 ];
 
 export async function main(argv: string[]): Promise<number> {

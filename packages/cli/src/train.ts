@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { resolveConfig, train, ConfigError, type TrainConfig, type TrainerPlugin, type TrainResult, neftune, labelSmoothing } from '@patchflow/trainer';
+import { patchTraining, describePlan, PLUGIN_NAME as PATCH_PLUGIN } from '@patchflow/patch-training';
 import type { FlagSpec } from './args.js';
 import { UserError } from './errors.js';
 import { Progress } from './progress.js';
@@ -26,6 +27,9 @@ export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'eval-every', type: 'int', help: 'evaluate every N steps (0: only at the end)' },
   { name: 'checkpoint-every', type: 'int', help: 'checkpoint every N steps (0: only at the end)' },
   { name: 'seed', type: 'int', help: 'random seed' },
+  { name: 'patch-size', type: 'number', help: 'patch-level training: K tokens per patch (integer >= 1; default 4 when --patch-fraction is given)' },
+  { name: 'patch-fraction', type: 'number', help: 'patch-level training: share λ of the training tokens in the patch phase, in [0, 1) (default 2/3 when --patch-size is given)' },
+  { name: 'patch-optimizer', type: 'string', help: 'patch-level training: token phase restarts (reset, default) or continues (continue) the optimizer and LR schedule' },
   { name: 'quiet', type: 'boolean', help: 'no progress bar' },
 ];
 
@@ -44,7 +48,14 @@ const FLAG_TO_CONFIG: Record<string, (c: Record<string, any>, v: unknown) => voi
   'eval-every': (c, v) => (c.evalEvery = v),
   'checkpoint-every': (c, v) => (c.checkpointEvery = v),
   seed: (c, v) => (c.seed = v),
+  'patch-size': (c, v) => (patchSettings(c).patchSize = v),
+  'patch-fraction': (c, v) => (patchSettings(c).fraction = v),
+  'patch-optimizer': (c, v) => (patchSettings(c).optimizer = v),
 };
+
+function patchSettings(c: Record<string, any>): Record<string, unknown> {
+  return ((c.plugins ??= {})[PATCH_PLUGIN] ??= {});
+}
 
 export function readConfigFile(file: string): Record<string, unknown> {
   if (!fs.existsSync(file)) throw new UserError(`config file not found: ${file}`);
@@ -59,6 +70,10 @@ export function configFromFlags(values: Record<string, unknown>): TrainConfig {
   const fromFile = typeof values.config === 'string' ? readConfigFile(values.config) : undefined;
   const fromFlags: Record<string, unknown> = {};
   for (const [flag, set] of Object.entries(FLAG_TO_CONFIG)) if (values[flag] !== undefined) set(fromFlags, values[flag]);
+  // --patch-* flags override single keys of the file's plugins.patch, not the whole entry
+  const filePatch = (fromFile?.plugins as Record<string, unknown> | undefined)?.[PATCH_PLUGIN];
+  const flagPatch = (fromFlags.plugins as Record<string, unknown> | undefined)?.[PATCH_PLUGIN];
+  if (flagPatch && typeof filePatch === 'object' && filePatch !== null) (fromFlags.plugins as Record<string, unknown>)[PATCH_PLUGIN] = { ...filePatch, ...flagPatch };
   return resolveConfig(fromFile, fromFlags);
 }
 
@@ -67,8 +82,11 @@ export function pluginsFromConfig(config: TrainConfig): TrainerPlugin[] {
   const known: Record<string, (s: Record<string, unknown>) => TrainerPlugin> = {
     neftune: (s) => neftune(typeof s.alpha === 'number' ? s.alpha : undefined),
     'label-smoothing': (s) => labelSmoothing(typeof s.eps === 'number' ? s.eps : undefined),
+    [PATCH_PLUGIN]: (s) => patchTraining(s),
   };
-  return Object.entries(config.plugins).map(([name, settings]) => {
+  // patch averaging runs first, so other embedding plugins see the embeddings the transformer reads
+  const entries = Object.entries(config.plugins).sort(([a], [b]) => Number(b === PATCH_PLUGIN) - Number(a === PATCH_PLUGIN));
+  return entries.map(([name, settings]) => {
     const make = known[name];
     if (!make) throw new ConfigError(`invalid config: unknown plugin "${name}" (known: ${Object.keys(known).join(', ')})`);
     return make(settings);
@@ -86,8 +104,13 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
   if (resume && !fs.existsSync(ckptDir) && !fs.existsSync(ckptDir + '.old')) {
     throw new UserError(`--resume: no checkpoint in ${out}`);
   }
+  if (resume) {
+    const ignored = ['config', ...Object.keys(FLAG_TO_CONFIG).filter((f) => f !== 'backend')].filter((f) => values[f] !== undefined);
+    if (ignored.length) process.stderr.write(`patchflow: note: --resume continues with the checkpoint's config; ignoring ${ignored.map((f) => `--${f}`).join(', ')}\n`);
+  }
   await loadBackendModules();
-  const plugins = pluginsFromConfig(config);
+  // resuming: the checkpoint's plugin settings (they shape the plan) win, as its config does in train()
+  const plugins = pluginsFromConfig(resume ? { ...config, plugins: savedPluginSettings(ckptDir) ?? config.plugins } : config);
   const quiet = values.quiet === true;
 
   const ac = new AbortController();
@@ -115,6 +138,7 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
         switch (e.type) {
           case 'start':
             progress = quiet ? undefined : new Progress({ total: e.totalSteps });
+            if (e.phases.length > 1) log(progress, describePlan(e.phases));
             log(progress, `patchflow: ${e.resumedFrom !== undefined ? `resuming at step ${e.resumedFrom}, ` : ''}${fmtParams(e.parameters)} parameters, ${e.totalSteps} steps in ${e.phases.length} phase(s): ${e.phases.map((p) => `${p.name} (${p.steps} steps)`).join(', ')}; backend ${config.backend}`);
             break;
           case 'phase':
@@ -126,8 +150,10 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
           case 'eval':
             log(progress, `step ${e.step}: validation loss ${e.valLoss.toFixed(4)}`);
             break;
-          case 'checkpoint':
           case 'log':
+            log(progress, `patchflow: ${e.message}`);
+            break;
+          case 'checkpoint':
             break;
         }
       },
@@ -142,7 +168,21 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
   }
   writeLossPlot(out, result);
   process.stdout.write(summary(result, config, out) + '\n');
+  if (result.phases.length > 1) process.stdout.write(describePlan(result.phases) + '\n');
   return 0;
+}
+
+/** config.plugins stored in a checkpoint's state.json (or checkpoint.old's), if readable. */
+function savedPluginSettings(ckptDir: string): TrainConfig['plugins'] | undefined {
+  for (const dir of [ckptDir, ckptDir + '.old']) {
+    try {
+      const state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as { config?: { plugins?: TrainConfig['plugins'] } };
+      if (state.config?.plugins) return state.config.plugins;
+    } catch {
+      // missing or unreadable: try the next, or let train() report it
+    }
+  }
+  return undefined;
 }
 
 function log(progress: Progress | undefined, line: string): void {
@@ -154,13 +194,39 @@ function fmtParams(n: number): string {
   return n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : `${(n / 1e3).toFixed(1)}k`;
 }
 
+/**
+ * Training losses of the whole run. After a resume `r.losses` holds only this process's steps, so
+ * the earlier ones come from metrics.jsonl (the trainer trims it to the checkpoint's step on resume).
+ */
+export function lossHistory(out: string, r: TrainResult): { step: number; loss: number }[] {
+  const first = r.losses[0]?.step ?? Infinity;
+  if (first <= 1) return r.losses;
+  const earlier: { step: number; loss: number }[] = [];
+  let text = '';
+  try {
+    text = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8');
+  } catch {
+    return r.losses;
+  }
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      const rec = JSON.parse(line) as { type?: unknown; step?: unknown; loss?: unknown };
+      if (rec.type === 'train' && typeof rec.step === 'number' && typeof rec.loss === 'number' && rec.step < first) earlier.push({ step: rec.step, loss: rec.loss });
+    } catch {
+      // a torn line: skip it
+    }
+  }
+  return [...earlier, ...r.losses];
+}
+
 function writeLossPlot(out: string, r: TrainResult): void {
   const svg = lineChartSvg({
     title: 'patchflow training loss',
     xLabel: 'step',
     yLabel: 'loss (nats/token)',
     series: [
-      { name: 'train', points: r.losses.map((l) => [l.step, l.loss] as [number, number]) },
+      { name: 'train', points: lossHistory(out, r).map((l) => [l.step, l.loss] as [number, number]) },
       { name: 'validation', points: r.evals.map((e) => [e.step, e.valLoss] as [number, number]) },
     ],
   });
@@ -168,7 +234,8 @@ function writeLossPlot(out: string, r: TrainResult): void {
 }
 
 export function summary(r: TrainResult, config: TrainConfig, out: string): string {
-  const first = r.losses[0]?.loss;
+  const losses = lossHistory(out, r);
+  const first = losses[0]?.loss;
   const tps = r.tokens / Math.max(1e-9, r.seconds);
   const ppl = Math.exp(r.valLoss);
   const unit = config.tokenizer ? 'nats/token' : 'nats/byte';
@@ -176,7 +243,7 @@ export function summary(r: TrainResult, config: TrainConfig, out: string): strin
     `Trained a ${r.model.config.nLayer}-layer, d=${r.model.config.dModel} GPT (${fmtParams(r.model.parameterCount())} parameters) ` +
     `for ${r.steps} steps over ${r.phases.length} phase(s) on ${config.backend}: ${r.tokens.toLocaleString('en-US')} tokens, ` +
     `${(r.flops / 1e12).toFixed(2)} TFLOP, in ${r.seconds.toFixed(0)} s (${Math.round(tps).toLocaleString('en-US')} tokens/s). ` +
-    `Training loss went from ${first?.toFixed(3) ?? 'n/a'} to ${r.losses.at(-1)?.loss.toFixed(3) ?? 'n/a'}; ` +
+    `Training loss went from ${first?.toFixed(3) ?? 'n/a'} to ${losses.at(-1)?.loss.toFixed(3) ?? 'n/a'}; ` +
     `final validation loss ${r.valLoss.toFixed(4)} ${unit} (perplexity ${ppl.toFixed(2)}` +
     (config.tokenizer ? ')' : `, ${(r.valLoss / Math.LN2).toFixed(3)} bits/byte)`) +
     `. Checkpoint, metrics.jsonl and loss.svg are in ${out}.`

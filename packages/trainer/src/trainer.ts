@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { tf, crossEntropy, useBackend } from '@patchflow/tensor';
-import { type TrainConfig, finalizeModelConfig } from './config.js';
+import { type TrainConfig, finalizeModelConfig, resolveConfig } from './config.js';
 import { GPT } from './model.js';
 import { AdamW, learningRate } from './optim.js';
 import {
@@ -24,7 +24,7 @@ import {
 import { Rng } from './rng.js';
 import { BatchSampler, DataError, TokenDataset, evalWindows, loadCorpus } from './data.js';
 import { type Tokenizer, HfTokenizer, loadTokenizer } from './tokenizer.js';
-import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { CheckpointError, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 
 export class DivergenceError extends Error {
   override name = 'DivergenceError';
@@ -144,8 +144,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (opts.resume) {
     if (!outDir) throw new Error('resume needs an output directory');
     ckpt = loadCheckpoint(outDir);
-    const saved = ckpt.state as { config: TrainConfig };
-    config = { ...saved.config, backend: opts.config.backend, steps: saved.config.steps };
+    const saved = ckpt.state as { config?: unknown };
+    try {
+      const m = (saved.config as { model?: { nLayer?: unknown } } | undefined)?.model;
+      if (typeof m?.nLayer !== 'number') throw new Error('no model config');
+      config = resolveConfig(saved.config as Record<string, unknown>, { backend: opts.config.backend });
+    } catch (e) {
+      throw new CheckpointError(`${outDir}: state.json holds no valid training config (${(e as Error).message})`);
+    }
   }
 
   await useBackend(config.backend);
@@ -232,6 +238,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     emit({ type: 'checkpoint', step: run.step, dir: outDir });
   };
 
+  const resumedAtEnd = !!ckpt && run.step >= totalSteps;
   emit({ type: 'start', phases, totalSteps, parameters: model.parameterCount(), resumedFrom: ckpt ? run.step : undefined });
   const vars = model.specs.map((s) => model.p(s.name));
   const t0 = Date.now() - run.elapsed * 1000;
@@ -341,6 +348,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const last = run.step === totalSteps;
       if (config.evalEvery > 0 && run.step % config.evalEvery === 0 && !last) await doEval();
       if (config.checkpointEvery > 0 && run.step % config.checkpointEvery === 0 && !last) await save();
+      // let signal handlers run: on the cpu backends every await above resolves at once, so without
+      // this turn of the event loop a Ctrl-C would not be seen until training ends
+      await new Promise<void>((r) => setImmediate(r));
       if (opts.signal?.aborted && !last) {
         interrupted = true;
         await save();
@@ -349,7 +359,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     }
   }
   let valLoss = evals.at(-1)?.valLoss ?? NaN;
-  if (!interrupted) {
+  const alreadyDone = resumedAtEnd && evals.at(-1)?.step === run.step;
+  if (!interrupted && !alreadyDone) {
     valLoss = await doEval();
     await save();
   }

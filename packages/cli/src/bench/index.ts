@@ -5,6 +5,7 @@ import type { FlagSpec } from '../args.js';
 import { UserError } from '../errors.js';
 import { throughputBench } from './throughput.js';
 import { kernelsBench, profileBench } from './kernels.js';
+import { patchBench } from './patch.js';
 
 export const BENCH_FLAGS: FlagSpec[] = [
   { name: 'json', type: 'boolean', help: 'print the result as JSON instead of a table' },
@@ -18,6 +19,7 @@ const SUITES: Record<string, (values: Record<string, unknown>) => Promise<{ json
   throughput: throughputBench,
   kernels: kernelsBench,
   profile: profileBench,
+  patch: patchBench,
 };
 
 export async function benchCommand(positionals: string[], values: Record<string, unknown>): Promise<number> {
