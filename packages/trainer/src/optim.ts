@@ -60,8 +60,10 @@ export class AdamW {
     this.t += 1;
     const t = this.t;
     return tf.tidy(() => {
+      // pairwise adds, not tf.addN: webgpu binds one storage buffer per addN input and devices
+      // allow as few as 8 per shader stage
       const sq = this.params.map((p) => tf.sum(tf.square(grads[p.name]!)));
-      const norm = tf.sqrt(tf.addN(sq)) as tf.Scalar;
+      const norm = tf.sqrt(sq.reduce((a, b) => tf.add(a, b))) as tf.Scalar;
       const scale = o.gradClip > 0 ? tf.minimum(1, tf.div(o.gradClip, tf.add(norm, 1e-6))) : tf.scalar(1);
       const bc1 = 1 - Math.pow(o.beta1, t);
       const bc2 = 1 - Math.pow(o.beta2, t);

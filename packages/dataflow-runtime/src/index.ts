@@ -1,0 +1,7 @@
+export * from './types.js';
+export * from './model.js';
+export * from './sparsity.js';
+export * from './graph.js';
+export * from './hardware.js';
+export * from './execute.js';
+export * from './serialize.js';
