@@ -8,6 +8,7 @@ export async function loadBackendModules(): Promise<void> {
   if (loaded) return;
   loaded = true;
   await import('@patchflow/backend-gpu');
+  await import('@patchflow/backend-rdu-sim');
   const extra = (process.env.PATCHFLOW_BACKEND_MODULES ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   for (const m of extra) {
     try {

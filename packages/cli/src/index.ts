@@ -9,6 +9,7 @@ import { trainCommand, TRAIN_FLAGS } from './train.js';
 import { evalCommand, generateCommand, EVAL_FLAGS, GENERATE_FLAGS } from './inference.js';
 import { backendsCommand } from './backends.js';
 import { benchCommand, BENCH_FLAGS } from './bench/index.js';
+import { graphCommand, simulateCommand, GRAPH_FLAGS, SIMULATE_FLAGS } from './simulate.js';
 
 export const COMMANDS: CommandSpec[] = [
   { name: 'train', summary: 'train a GPT on a corpus (default: the bundled Moby Dick, cpu backend)', flags: TRAIN_FLAGS },
@@ -16,6 +17,8 @@ export const COMMANDS: CommandSpec[] = [
   { name: 'generate', summary: 'sample text from a checkpoint', flags: GENERATE_FLAGS },
   { name: 'backends', summary: 'list backends and whether they can run here', flags: [] },
   { name: 'bench', summary: 'benchmarks: bench throughput|kernels|profile|patch [--json]', flags: BENCH_FLAGS, positionals: ['suite'] },
+  { name: 'graph', summary: 'the op graph of one training step, fused and scheduled (--json for the documented schema)', flags: GRAPH_FLAGS },
+  { name: 'simulate', summary: 'step time, utilization, memory and traffic on a chip: kernel-by-kernel or dataflow', flags: SIMULATE_FLAGS },
 ];
 
 export async function main(argv: string[]): Promise<number> {
@@ -40,6 +43,10 @@ export async function main(argv: string[]): Promise<number> {
         return backendsCommand();
       case 'bench':
         return benchCommand(parsed.positionals, parsed.values);
+      case 'graph':
+        return graphCommand(parsed.values);
+      case 'simulate':
+        return simulateCommand(parsed.values);
       default:
         return 2;
     }

@@ -8,6 +8,7 @@ import { UserError } from './errors.js';
 import { Progress } from './progress.js';
 import { lineChartSvg } from './plot.js';
 import { loadBackendModules } from './backends.js';
+import { simulatedPlugins, simulatedSummary } from './simulate.js';
 
 export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'config', type: 'string', help: 'JSON config file (keys as in docs/config.md); flags override it' },
@@ -111,6 +112,7 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
   await loadBackendModules();
   // resuming: the checkpoint's plugin settings (they shape the plan) win, as its config does in train()
   const plugins = pluginsFromConfig(resume ? { ...config, plugins: savedPluginSettings(ckptDir) ?? config.plugins } : config);
+  plugins.push(...simulatedPlugins(config)); // --backend rdu-sim: a simulated clock beside the real loss
   const quiet = values.quiet === true;
 
   const ac = new AbortController();
@@ -168,6 +170,7 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
   }
   writeLossPlot(out, result);
   process.stdout.write(summary(result, config, out) + '\n');
+  process.stdout.write(simulatedSummary(plugins));
   if (result.phases.length > 1) process.stdout.write(describePlan(result.phases) + '\n');
   return 0;
 }

@@ -156,6 +156,7 @@ export function pipeline(g: StepGraph, kernels: Kernel[], capacityBytes: number,
     curFoot = 0;
   };
   for (const k of kernels) {
+    if (g.meta.gradAccum > 1 && cur.length && kernels[cur[cur.length - 1]!]!.phase !== 'optimizer' && k.phase === 'optimizer') close();
     const cand = [...cur, k.index];
     const f = footprint(g, T, opsOf(cand), stageOf(cand), m);
     if (f <= capacityBytes) {
@@ -209,6 +210,8 @@ export interface UnitResult {
   bound: Bound;
   bubble?: number;
   streaming?: boolean;
+  /** DF: pipelined, or sequential when running the section's kernels one after another is faster. */
+  schedule?: 'pipelined' | 'sequential';
 }
 
 export interface SimulationResult {
@@ -344,39 +347,60 @@ export function simulate(g: StepGraph, hw: HardwareSpec, opts: SimulateOptions, 
   let onChipPeak = 0;
   let total = 0;
   let totalOff = 0;
-  for (const s of p.sections) {
-    const ops = s.kernels.flatMap((k) => p.kernels[k]!.ops);
-    const tr = boundaryTraffic(g, T, ops, s.streaming ? s.microBatches : 1);
+  const evalRun = (ops: number[], streamingRepeat: number, pipe: number, overhead: number) => {
+    const tr = boundaryTraffic(g, T, ops, streamingRepeat);
     let tiled = 0, untiled = 0, on = 0, off = 0;
     for (const oi of ops) {
       const c = cost[oi]!;
       if (g.ops[oi]!.tiled) tiled += c.computeSeconds;
       else untiled += c.computeSeconds;
       on += c.onChipBytes;
-      opOff[oi] = tr.perOp.get(oi) ?? 0;
-      off += opOff[oi]!;
+      off += tr.perOp.get(oi) ?? 0;
     }
-    for (const [r, v] of Object.entries(tr.byRole)) byRole[r as TensorRole] = (byRole[r as TensorRole] ?? 0) + v;
-    const pipe = kbk || s.depth === 0 ? 1 : (s.microBatches + s.depth - 1) / s.microBatches;
     const compute = tiled * pipe + untiled;
     const onS = on / onBW;
     const offS = off / offBW;
-    const overhead = kbk ? hw.execution.kernelOverheadSeconds : hw.execution.sectionOverheadSeconds;
-    const secs = Math.max(compute, onS, offS) + overhead;
-    const foot = kbk ? Math.min(hw.onChip.capacityBytes, footprint(g, T, ops, (o) => o, mKbk, false)) : s.footprintBytes;
+    return { ops, secs: Math.max(compute, onS, offS) + overhead, compute, onS, offS, off, perOp: tr.perOp, byRole: tr.byRole, overhead, pipe };
+  };
+  for (const s of p.sections) {
+    const ops = s.kernels.flatMap((k) => p.kernels[k]!.ops);
+    const sequential = () => s.kernels.map((k) => evalRun(p.kernels[k]!.ops, 1, 1, hw.execution.kernelOverheadSeconds));
+    let runs = kbk ? sequential() : [evalRun(ops, s.streaming ? s.microBatches : 1, s.depth === 0 ? 1 : (s.microBatches + s.depth - 1) / s.microBatches, hw.execution.sectionOverheadSeconds)];
+    let schedule: 'pipelined' | 'sequential' = kbk ? 'sequential' : 'pipelined';
+    if (!kbk && s.kernels.length > 1) {
+      // the compiler keeps whichever is faster: the pipelined section, or its kernels one after another
+      const seq = sequential();
+      if (seq.reduce((a, r) => a + r.secs, 0) < runs[0]!.secs) {
+        runs = seq;
+        schedule = 'sequential';
+      }
+    }
+    const repeat = ops.every((oi) => g.ops[oi]!.phase === 'optimizer') ? 1 : g.meta.gradAccum;
+    let secs = 0, compute = 0, onS = 0, offS = 0, off = 0, overhead = 0;
+    for (const r of runs) {
+      secs += r.secs * repeat;
+      compute += r.compute * repeat;
+      onS += r.onS * repeat;
+      offS += r.offS * repeat;
+      off += r.off * repeat;
+      overhead += r.overhead * repeat;
+      for (const [role, v] of Object.entries(r.byRole)) byRole[role as TensorRole] = (byRole[role as TensorRole] ?? 0) + v * repeat;
+      for (const oi of r.ops) opOff[oi] = (r.perOp.get(oi) ?? 0) * repeat;
+      // attribute the run's time to its ops by their own roofline times
+      const own = r.ops.map((oi) => Math.max(cost[oi]!.computeSeconds * (g.ops[oi]!.tiled ? r.pipe : 1) * repeat, (cost[oi]!.onChipBytes * repeat) / onBW, opOff[oi]! / offBW));
+      const sum = own.reduce((a, b) => a + b, 0) || 1;
+      r.ops.forEach((oi, i) => {
+        opShare[oi] = (r.secs * repeat * own[i]!) / sum;
+        const ph = g.ops[oi]!.phase;
+        phases[ph] = (phases[ph] ?? 0) + opShare[oi]!;
+      });
+    }
+    const foot = Math.min(hw.onChip.capacityBytes, schedule === 'sequential' ? Math.max(...s.kernels.map((k) => footprint(g, T, p.kernels[k]!.ops, (o) => o, mKbk, kbk ? false : true))) : s.footprintBytes);
     onChipPeak = Math.max(onChipPeak, foot);
     units.push({
       index: s.index, id: kbk ? p.kernels[s.kernels[0]!]!.id : `section ${s.index} (${ops.length} ops: ${g.ops[ops[0]!]!.id} .. ${g.ops[ops.at(-1)!]!.id})`,
       ops: ops.length, seconds: secs, computeSeconds: compute, onChipSeconds: onS, offChipSeconds: offS, offChipBytes: off, footprintBytes: foot,
-      bound: boundOf(compute, onS, offS, overhead), ...(kbk ? {} : { bubble: s.bubble, streaming: s.streaming }),
-    });
-    // attribute the unit's time to its ops by their own roofline times
-    const own = ops.map((oi) => Math.max(cost[oi]!.computeSeconds * (g.ops[oi]!.tiled ? pipe : 1), cost[oi]!.onChipBytes / onBW, opOff[oi]! / offBW));
-    const sum = own.reduce((a, b) => a + b, 0) || 1;
-    ops.forEach((oi, i) => {
-      opShare[oi] = (secs * own[i]!) / sum;
-      const ph = g.ops[oi]!.phase;
-      phases[ph] = (phases[ph] ?? 0) + opShare[oi]!;
+      bound: boundOf(compute, onS, offS, overhead), ...(kbk ? {} : { bubble: s.bubble, streaming: s.streaming, schedule }),
     });
     total += secs;
     totalOff += off;
@@ -392,8 +416,10 @@ export function simulate(g: StepGraph, hw: HardwareSpec, opts: SimulateOptions, 
     gr.flops += o.flops;
     gr.seconds += opShare[o.index]!;
     gr.offChipBytes += opOff[o.index]!;
-    gr.onChipBytes += cost[o.index]!.onChipBytes;
-    gr.computeSeconds += cost[o.index]!.computeSeconds;
+    const rep = o.phase === 'optimizer' ? 1 : g.meta.gradAccum;
+    gr.flops += o.flops * (rep - 1);
+    gr.onChipBytes += cost[o.index]!.onChipBytes * rep;
+    gr.computeSeconds += cost[o.index]!.computeSeconds * rep;
     groups.set(name, gr);
     (kernelsIn.get(name) ?? kernelsIn.set(name, new Set()).get(name)!).add(kernelOf.get(o.index)!);
   }
@@ -420,7 +446,7 @@ export function simulate(g: StepGraph, hw: HardwareSpec, opts: SimulateOptions, 
     hardware: hw.name,
     model: g.meta,
     stepSeconds: total,
-    tokensPerSecond: (g.meta.batch * g.meta.tokensPerRow) / total,
+    tokensPerSecond: (g.meta.gradAccum * g.meta.batch * g.meta.tokensPerRow) / total,
     utilization: g.meta.executedFlops / (total * peak),
     modelFlopsUtilization: g.meta.modelFlops / (total * peak),
     executedFlops: g.meta.executedFlops,

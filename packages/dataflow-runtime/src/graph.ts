@@ -26,6 +26,8 @@ export interface GraphOptions {
   /** Patch-level training: K tokens averaged per position (1 = token level). */
   patchSize?: number;
   precision?: Precision;
+  /** Micro-batches of `batch` sequences per optimizer step (forward + backward repeat, the optimizer runs once). */
+  gradAccum?: number;
   /** Weight sparsity S of the attention and MLP projection matrices. */
   sparsity?: number;
   /** unstructured (default) | block:B | nm:N:M | dense */
@@ -87,6 +89,7 @@ export function buildStepGraph(model: GptShape, opts: GraphOptions): StepGraph {
   const B = checkInt('batch', opts.batch, 1);
   const T = checkInt('seq', opts.seqLen ?? model.seqLen, 1);
   const K = checkInt('patchSize', opts.patchSize ?? 1, 1);
+  const accum = checkInt('gradAccum', opts.gradAccum ?? 1, 1);
   if (T > model.seqLen && model.positions === 'learned') throw new ConfigError(`seq ${T} exceeds model.seqLen ${model.seqLen} (learned positions)`);
   const prec: Precision = opts.precision ?? 'bf16';
   if (!['fp32', 'tf32', 'bf16'].includes(prec)) throw new ConfigError(`precision must be fp32, tf32 or bf16, got ${JSON.stringify(prec)}`);
@@ -292,13 +295,13 @@ export function buildStepGraph(model: GptShape, opts: GraphOptions): StepGraph {
   b.op('adamw', 'optimizer', 'optimizer', null, [...all.flatMap((p) => [p.w, p.g, p.m, p.v]), norm], upd, 14 * keptTotal, 0, { tiled: false });
 
   const ops = b.ops;
-  const executedFlops = ops.reduce((s, o) => s + o.flops, 0);
+  const executedFlops = ops.reduce((s, o) => s + o.flops * (o.phase === 'optimizer' ? 1 : accum), 0);
   const nParams = parameterCount(model);
   const matmulParams = L * (3 * d * d + d * d + 2 * d * dff) + d * V;
-  const modelFlops = 3 * BT * (2 * matmulParams + L * 4 * T * d);
+  const modelFlops = accum * 3 * BT * (2 * matmulParams + L * 4 * T * d);
   return {
     meta: {
-      model, batch: B, positions: T, tokensPerRow: Tin, patchSize: K, precision: prec, sparsity: 1 - rho, sparsityPattern: patternName(pattern),
+      model, batch: B, gradAccum: accum, positions: T, tokensPerRow: Tin, patchSize: K, precision: prec, sparsity: 1 - rho, sparsityPattern: patternName(pattern),
       parameters: nParams, keptParameters: keptTotal, modelFlops, executedFlops,
     },
     tensors: [...b.tensors.values()],

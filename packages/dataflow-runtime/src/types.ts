@@ -84,7 +84,10 @@ export interface OpSpec {
 
 export interface GraphMeta {
   model: import('./model.js').GptShape;
+  /** Sequences per micro-batch (one forward + backward of this graph). */
   batch: number;
+  /** Forward + backward passes per optimizer step. */
+  gradAccum: number;
   /** Positions the transformer sees per row (T). */
   positions: number;
   /** Tokens read per row (K·T). */
@@ -96,8 +99,9 @@ export interface GraphMeta {
   parameters: number;
   /** Parameters stored after sparsity (kept values). */
   keptParameters: number;
-  /** Model FLOPs of the step by the trainer's convention (6·N_matmul + attention), dense. */
+  /** Model FLOPs of the optimizer step by the trainer's convention (6·N_matmul + attention per token), dense. */
   modelFlops: number;
+  /** FLOPs executed in the optimizer step (forward + backward × gradAccum, optimizer once). */
   executedFlops: number;
 }
 

@@ -1,0 +1,217 @@
+import * as fs from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { paramSpecs } from '@patchflow/trainer';
+import {
+  ConfigError, type GptShape, type HardwareSpec, buildStepGraph, footprint, fuse, graphToJson, indexBytes, memoryProfile, pipeline, plan, resolveModel, simulate, validateHardware,
+} from '../src/index.js';
+
+const HW_DIR = new URL('../../backend-rdu-sim/hw/', import.meta.url);
+const hw = (n: string): HardwareSpec => validateHardware(JSON.parse(fs.readFileSync(new URL(`${n}.json`, HW_DIR), 'utf8')));
+
+// V=16, L=1, h=2, d=8, dFF=32, T=4, B=2: small enough to count by hand
+const TINY: GptShape = { vocabSize: 16, nLayer: 1, nHead: 2, dModel: 8, dFF: 32, seqLen: 4, positions: 'learned', tiedEmbeddings: true };
+const op = (g: ReturnType<typeof buildStepGraph>, id: string) => {
+  const o = g.ops.find((x) => x.id === id);
+  if (!o) throw new Error(`no op ${id}`);
+  return o;
+};
+
+describe('step graph: FLOPs and bytes by hand', () => {
+  const g = buildStepGraph(TINY, { batch: 2, precision: 'fp32' });
+  const BT = 8, d = 8, T = 4, B = 2, h = 2, V = 16, dff = 32;
+
+  it('parameters match the trainer model', () => {
+    const n = paramSpecs(TINY).reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
+    expect(g.meta.parameters).toBe(n);
+    expect(g.meta.keptParameters).toBe(n);
+  });
+
+  it('qkv linear: 2·BT·d·3d + bias FLOPs; reads x, W, b; writes y', () => {
+    const o = op(g, 'L0.qkv');
+    expect(o.matmulFlops).toBe(2 * BT * d * 3 * d);
+    expect(o.flops).toBe(2 * BT * d * 3 * d + BT * 3 * d);
+    expect(o.bytesRead).toBe(4 * (BT * d + d * 3 * d + 3 * d));
+    expect(o.bytesWritten).toBe(4 * BT * 3 * d);
+    expect(o.bytesByDtype.fp32).toEqual({ read: o.bytesRead, write: o.bytesWritten });
+  });
+
+  it('backward of mlp.fc: dX and dW each 2·BT·d·dFF, bias grad a row sum', () => {
+    expect(op(g, 'L0.fc dX').flops).toBe(2 * BT * d * dff);
+    expect(op(g, 'L0.fc dW').flops).toBe(2 * BT * d * dff);
+    expect(op(g, 'L0.fc dW').bytesWritten).toBe(4 * d * dff);
+    expect(op(g, 'L0.fc db').flops).toBe(BT * dff);
+  });
+
+  it('causal attention executes the unmasked half', () => {
+    const c = (T + 1) / (2 * T);
+    expect(op(g, 'L0.attention').flops).toBeCloseTo((4 * B * T * T * d + 5 * B * h * T * T) * c, 9);
+    expect(op(g, 'L0.attention').bytesWritten).toBe(4 * BT * d + 4 * B * h * T);
+    expect(op(g, 'L0.attention bwd').matmulFlops).toBeCloseTo(10 * B * T * T * d * c, 9);
+  });
+
+  it('layernorm, GELU, loss, head, embedding, optimizer', () => {
+    expect(op(g, 'L0.ln1').flops).toBe(8 * BT * d);
+    expect(op(g, 'L0.ln1').bytesRead).toBe(4 * (BT * d + 2 * d));
+    expect(op(g, 'L0.ln1').bytesWritten).toBe(4 * (BT * d + 2 * BT));
+    expect(op(g, 'L0.gelu').flops).toBe(8 * BT * dff);
+    expect(op(g, 'lm head').flops).toBe(2 * BT * d * V);
+    expect(op(g, 'cross-entropy').flops).toBe(4 * BT * V + BT);
+    expect(op(g, 'embedding').bytesRead).toBe(4 * B * T + 4 * B * T * d); // ids + the gathered rows only
+    const n = g.meta.parameters;
+    expect(op(g, 'adamw').flops).toBe(14 * n);
+    expect(op(g, 'adamw').bytesRead).toBe(16 * n + 4);
+    expect(op(g, 'adamw').bytesWritten).toBe(12 * n);
+  });
+
+  it('bf16: a cast per matmul weight, 2-byte activations, fp32 master/optimizer', () => {
+    const gb = buildStepGraph(TINY, { batch: 2, precision: 'bf16' });
+    const cast = op(gb, 'cast blocks.0.attn.qkv.weight');
+    expect(cast.bytesRead).toBe(4 * d * 3 * d);
+    expect(cast.bytesWritten).toBe(2 * d * 3 * d);
+    expect(op(gb, 'L0.qkv').bytesWritten).toBe(2 * BT * 3 * d);
+    expect(op(gb, 'L0.qkv').bytesByDtype.bf16!.read).toBe(2 * (BT * d + d * 3 * d));
+    expect(gb.ops.filter((o) => o.kind === 'cast').length).toBe(5); // 4 block matrices + tied embedding
+  });
+
+  it('unstructured sparsity: kept FLOPs and values, int32 index per kept value', () => {
+    const gs = buildStepGraph(TINY, { batch: 2, precision: 'fp32', sparsity: 0.75, sparsityPattern: 'unstructured' });
+    const o = op(gs, 'L0.qkv');
+    expect(o.matmulFlops).toBe(0.25 * 2 * BT * d * 3 * d);
+    const kept = 0.25 * d * 3 * d;
+    expect(o.bytesByDtype.int32!.read).toBe(4 * kept + 4 * (d + 1));
+    expect(o.bytesRead).toBe(4 * BT * d + 4 * kept + (4 * kept + 4 * (d + 1)) + 4 * 3 * d);
+    expect(o.sparse).toEqual({ density: 0.25, pattern: 'unstructured' });
+    // the head and attention stay dense
+    expect(op(gs, 'lm head').flops).toBe(2 * BT * d * V);
+    expect(gs.meta.keptParameters).toBe(g.meta.parameters - 0.75 * (3 * d * d + d * d + 2 * d * dff));
+  });
+
+  it('block and N:M index costs', () => {
+    expect(indexBytes(8, 24, 0.25, { kind: 'block', block: 4 })).toBe(4 * 3 + 4 * 3);
+    expect(indexBytes(8, 24, 0.5, { kind: 'nm', n: 2, m: 4 })).toBe((96 * 2) / 8);
+    expect(() => buildStepGraph(TINY, { batch: 2, sparsity: 0.75, sparsityPattern: 'nm:2:4' })).toThrow(/does not match/);
+  });
+
+  it('patch-level training: K·T tokens in, T positions through the blocks, an averaging op', () => {
+    const gp = buildStepGraph(TINY, { batch: 2, precision: 'fp32', patchSize: 4 });
+    expect(op(gp, 'embedding').bytesRead).toBe(4 * B * 4 * T + 4 * B * 4 * T * d);
+    expect(op(gp, 'patch-average').flops).toBe(B * 4 * T * d);
+    expect(op(gp, 'L0.qkv').flops).toBe(op(g, 'L0.qkv').flops);
+    expect(op(gp, 'cross-entropy').flops).toBe(4 * BT * V + 4 * BT);
+    expect(gp.meta.tokensPerRow).toBe(16);
+  });
+
+  it('lifetimes: saved activations live into the backward pass', () => {
+    const m = memoryProfile(g);
+    const t = g.tensors.find((x) => x.id === 'L0.gelu')!;
+    expect(g.ops[t.producer!]!.phase).toBe('forward');
+    expect(g.ops[t.consumers.at(-1)!]!.phase).toBe('backward');
+    expect(m.savedActivationBytes).toBeGreaterThan(t.bytes);
+    expect(m.peakBytes).toBeGreaterThan(m.persistentBytes);
+  });
+});
+
+describe('fusion and pipeline passes', () => {
+  const g = buildStepGraph(resolveModel('gpt-124m'), { batch: 4, precision: 'bf16', sparsity: 0.5 });
+  const T = new Map(g.tensors.map((t) => [t.id, t]));
+
+  it('every multi-op kernel fits the budget; a smaller budget gives more kernels', () => {
+    for (const budget of [64e6, 4e6, 1e6]) {
+      const ks = fuse(g, { policy: 'rules', budgetBytes: budget, tileRows: 128 });
+      for (const k of ks) if (k.ops.length > 1) expect(k.footprintBytes).toBeLessThanOrEqual(budget);
+      expect(ks.flatMap((k) => k.ops)).toEqual(g.ops.map((o) => o.index));
+    }
+    const big = fuse(g, { policy: 'rules', budgetBytes: 64e6, tileRows: 128 }).length;
+    const none = fuse(g, { policy: 'none', budgetBytes: 64e6, tileRows: 128 }).length;
+    expect(big).toBeLessThan(none);
+    expect(none).toBe(g.ops.length);
+    const k = fuse(g, { policy: 'rules', budgetBytes: 64e6, tileRows: 128 }).find((x) => x.id.startsWith('L0.fc + '));
+    expect(k?.id).toBe('L0.fc + L0.gelu'); // matmul + epilogue
+  });
+
+  it('sections respect on-chip capacity unless a lone kernel streams; bubble = (p-1)/(m+p-1)', () => {
+    const ks = fuse(g, { policy: 'rules', budgetBytes: 50e6, tileRows: 128 });
+    const secs = pipeline(g, ks, 50e6, 128);
+    for (const s of secs) {
+      if (s.streaming) expect(s.kernels.length).toBe(1);
+      else expect(s.footprintBytes).toBeLessThanOrEqual(50e6);
+      expect(s.bubble).toBeCloseTo(s.depth > 0 ? (s.depth - 1) / (s.microBatches + s.depth - 1) : 0, 12);
+    }
+    expect(secs.flatMap((s) => s.kernels)).toEqual(ks.map((k) => k.index));
+    const stages = new Map<number, number>();
+    const f = footprint(g, T, secs[0]!.kernels.flatMap((k) => ks[k]!.ops), (o) => stages.get(o) ?? o, secs[0]!.microBatches);
+    expect(f).toBeGreaterThan(0);
+  });
+});
+
+describe('execution models', () => {
+  it('KBK time >= DF time for the same graph and hardware', () => {
+    for (const name of ['sn10', 'sn30', 'a100', 'h100']) {
+      for (const [model, S] of [['gpt-124m', 0], ['gpt-355m', 0.75], ['patchflow-default', 0.5]] as const) {
+        const h = hw(name);
+        const g = buildStepGraph(resolveModel(model), { batch: 4, precision: 'bf16', sparsity: S, seqLen: 512 > resolveModel(model).seqLen ? undefined : 512 });
+        const kbk = simulate(g, h, { mode: 'kbk' });
+        const df = simulate(g, h, { mode: 'dataflow' });
+        expect(kbk.stepSeconds, `${name} ${model} S=${S}`).toBeGreaterThanOrEqual(df.stepSeconds);
+      }
+    }
+  });
+
+  it('a model that fits on chip moves no activations off chip in DF mode (but does in KBK)', () => {
+    const g = buildStepGraph(TINY, { batch: 2, precision: 'bf16' });
+    const df = simulate(g, hw('sn30'), { mode: 'dataflow' });
+    expect(df.sections).toBe(1);
+    expect(df.offChipBytesByRole.activation ?? 0).toBe(0);
+    expect(df.offChipBytes).toBeGreaterThan(0); // weights in, updated weights and moments out
+    const kbk = simulate(g, hw('sn30'), { mode: 'kbk' });
+    expect(kbk.offChipBytesByRole.activation).toBeGreaterThan(0);
+  });
+
+  it('names a bound per kernel group, and sparsity helps DF more than KBK on an RDU', () => {
+    const m = resolveModel('gpt-1.3b');
+    const t = (S: number, mode: 'kbk' | 'dataflow') => simulate(buildStepGraph(m, { batch: 8, sparsity: S }), hw('sn30'), { mode }).stepSeconds;
+    const kbkGain = t(0, 'kbk') / t(0.875, 'kbk');
+    const dfGain = t(0, 'dataflow') / t(0.875, 'dataflow');
+    expect(dfGain).toBeGreaterThan(kbkGain);
+    const r = simulate(buildStepGraph(m, { batch: 8 }), hw('h100'), { mode: 'kbk' });
+    for (const gr of r.groups) expect(['compute', 'on-chip bandwidth', 'off-chip bandwidth']).toContain(gr.bound);
+    expect(r.groups.find((x) => x.group === 'matmul forward')!.bound).toBe('compute');
+    expect(r.groups.find((x) => x.group === 'elementwise')!.bound).toBe('off-chip bandwidth');
+  });
+
+  it('gradient accumulation repeats forward/backward, not the optimizer', () => {
+    const m = resolveModel('gpt-124m');
+    const one = simulate(buildStepGraph(m, { batch: 4 }), hw('h100'), { mode: 'kbk' });
+    const four = simulate(buildStepGraph(m, { batch: 4, gradAccum: 4 }), hw('h100'), { mode: 'kbk' });
+    const opt = one.phases.optimizer!;
+    expect(four.stepSeconds).toBeCloseTo(4 * (one.stepSeconds - opt) + opt, 6);
+  });
+
+  it('graph JSON carries the schema, ops, kernels and schedule', () => {
+    const g = buildStepGraph(TINY, { batch: 2 });
+    const p = plan(g, hw('sn30'), { mode: 'dataflow' });
+    const j = JSON.parse(JSON.stringify(graphToJson(g, p.kernels, p.sections, 'gpipe-per-section')));
+    expect(j.schema).toBe('patchflow.dataflow-graph/1');
+    expect(j.ops.length).toBe(g.ops.length);
+    expect(j.schedule.sections[0].kernels.length).toBe(p.kernels.length);
+  });
+});
+
+describe('bad input names the field', () => {
+  it('hardware', () => {
+    const h = JSON.parse(fs.readFileSync(new URL('sn30.json', HW_DIR), 'utf8'));
+    delete h.offChip.bandwidthBytesPerSecond;
+    expect(() => validateHardware(h)).toThrow(/offChip\.bandwidthBytesPerSecond/);
+    const h2 = JSON.parse(fs.readFileSync(new URL('h100.json', HW_DIR), 'utf8'));
+    h2.compute.matmulEfficiency.bf16 = 1.5;
+    expect(() => validateHardware(h2)).toThrow(/compute\.matmulEfficiency\.bf16 must be <= 1/);
+    expect(() => validateHardware(h2)).toThrow(ConfigError);
+  });
+  it('model', () => {
+    expect(() => resolveModel({ nLayer: 0, nHead: 2, dModel: 8, vocabSize: 16 })).toThrow(/model\.nLayer/);
+    expect(() => resolveModel({ nLayer: 1, nHead: 3, dModel: 8, vocabSize: 16 })).toThrow(/model\.nHead/);
+    expect(() => resolveModel({ nLayer: 1, nHead: 2, dModel: 8, vocabSize: 16, depth: 3 })).toThrow(/model\.depth: unknown key/);
+    expect(() => resolveModel('gpt-99b')).toThrow(/unknown model preset/);
+    expect(() => buildStepGraph(TINY, { batch: 0 })).toThrow(/batch must be an integer >= 1/);
+  });
+});
