@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { type BackendPlugin, cpuBackend, registerBackend } from '@patchflow/tensor';
-import type { PhaseContext, TrainerPlugin } from '@patchflow/trainer';
+import { addToAllPhases, type PhaseContext, type TrainerPlugin } from '@patchflow/trainer';
 import {
   ConfigError,
   type GraphOptions,
@@ -136,7 +136,7 @@ export function rduSimClock(settings: SimSettings = simSettingsFromEnv()): SimCl
   };
   return {
     name: SIM_PLUGIN,
-    plan: (phases) => phases.map((p) => ({ ...p, plugins: { ...p.plugins, [SIM_PLUGIN]: { hw: settings.hw, mode: settings.mode } } })),
+    plan: (phases) => addToAllPhases(phases, SIM_PLUGIN, { hw: settings.hw, mode: settings.mode }),
     phaseStart(ctx) {
       last = sim(ctx);
     },

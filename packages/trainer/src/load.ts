@@ -4,8 +4,8 @@ import { type TrainConfig, ConfigError } from './config.js';
 import { GPT } from './model.js';
 import { loadCheckpoint, CheckpointError } from './checkpoint.js';
 import { tokenizerFromSpec, type Tokenizer, type TokenizerSpec } from './tokenizer.js';
-import { TokenDataset, evalWindows, loadCorpus } from './data.js';
-import { evaluate } from './trainer.js';
+import { loadCorpus } from './data.js';
+import { evaluate, splitDataset, validationWindows } from './trainer.js';
 
 export interface TrainedModel {
   model: GPT;
@@ -32,10 +32,10 @@ export async function evaluateOnCorpus(t: TrainedModel, opts: { data?: string; b
   const corpus = loadCorpus(opts.data ?? (t.config.data || undefined));
   const ids = t.tokenizer.encode(corpus.text);
   const seqLen = t.model.config.seqLen;
-  const ds = new TokenDataset(ids, { valFraction: t.config.valFraction, minTokens: seqLen + 1 });
+  const ds = splitDataset(ids, t.config, seqLen);
   const batches = opts.batches ?? t.config.evalBatches;
   if (!(batches >= 1)) throw new ConfigError(`--batches must be >= 1`);
-  const windows = evalWindows(ds.valTokens, seqLen + 1, batches * t.config.batchSize);
+  const windows = validationWindows(ds, t.config, seqLen, batches);
   const valLoss = await evaluate(t.model, windows, t.config.batchSize);
   return { valLoss, tokens: windows.length * seqLen, corpus: corpus.name };
 }

@@ -6,6 +6,7 @@
 import { tf, layerNorm, gelu, causalAttention } from '@patchflow/tensor';
 import type { ModelConfig } from './config.js';
 import { Rng, fillNormal } from './rng.js';
+import { CheckpointError } from './checkpoint.js';
 
 export type ParamMap = Map<string, tf.Variable>;
 
@@ -190,13 +191,13 @@ export class GPT {
   loadWeights(weights: Record<string, { shape: number[]; data: Float32Array }>): void {
     for (const s of this.specs) {
       const w = weights[s.name];
-      if (!w) throw new ShapeMismatchError(`checkpoint has no tensor "${s.name}" (is it from another model shape?)`);
+      if (!w) throw new CheckpointError(`checkpoint has no tensor "${s.name}" (is it from another model shape?)`);
       if (w.shape.join('x') !== s.shape.join('x')) {
-        throw new ShapeMismatchError(`checkpoint tensor "${s.name}" has shape [${w.shape}] but the model expects [${s.shape}]`);
+        throw new CheckpointError(`checkpoint tensor "${s.name}" has shape [${w.shape}] but the model expects [${s.shape}]`);
       }
     }
     const extra = Object.keys(weights).filter((k) => !this.params.has(k));
-    if (extra.length) throw new ShapeMismatchError(`checkpoint has tensors this model lacks: ${extra.slice(0, 3).join(', ')}`);
+    if (extra.length) throw new CheckpointError(`checkpoint has tensors this model lacks: ${extra.slice(0, 3).join(', ')}`);
     for (const s of this.specs) {
       const t = tf.tensor(weights[s.name]!.data, s.shape);
       this.p(s.name).assign(t);
@@ -216,8 +217,4 @@ export class GPT {
     this.rope?.cos.dispose();
     this.rope?.sin.dispose();
   }
-}
-
-export class ShapeMismatchError extends Error {
-  override name = 'CheckpointError';
 }

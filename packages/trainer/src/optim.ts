@@ -1,6 +1,7 @@
 /** AdamW (decoupled weight decay), linear warmup + cosine decay, global-norm gradient clipping. */
 import { tf } from '@patchflow/tensor';
 import type { OptimConfig } from './config.js';
+import { CheckpointError } from './checkpoint.js';
 
 /** Learning rate at `step` (0-based) of a schedule that lasts `total` steps. */
 export function learningRate(o: OptimConfig, step: number, total: number): number {
@@ -99,7 +100,7 @@ export class AdamW {
       for (const [prefix, map] of [['m', this.m], ['v', this.v]] as const) {
         const e = tensors[`${prefix}.${p.name}`];
         if (!e || e.shape.join('x') !== p.variable.shape.join('x')) {
-          throw new OptimizerStateError(`optimizer state for "${p.name}" is missing or has the wrong shape`);
+          throw new CheckpointError(`optimizer state for "${p.name}" is missing or has the wrong shape`);
         }
         const x = tf.tensor(e.data, e.shape);
         map.get(p.name)!.assign(x);
@@ -112,8 +113,4 @@ export class AdamW {
   dispose(): void {
     for (const x of [...this.m.values(), ...this.v.values()]) x.dispose();
   }
-}
-
-export class OptimizerStateError extends Error {
-  override name = 'CheckpointError';
 }

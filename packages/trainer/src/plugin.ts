@@ -113,6 +113,11 @@ export function tokenBatch(windows: Int32Array, rows: number, layout: RowLayout)
   return { rows, inputs, labels, layout };
 }
 
+/** A plan hook's usual edit: make plugin `name` active, with `settings`, in every phase. */
+export function addToAllPhases(phases: PhaseSpec[], name: string, settings: Record<string, unknown>): PhaseSpec[] {
+  return phases.map((p) => ({ ...p, plugins: { ...p.plugins, [name]: settings } }));
+}
+
 /** The plan every run starts from: one token-level phase over all the data. */
 export function basePlan(): PhaseSpec[] {
   return [{ name: 'train', fraction: 1, plugins: {}, optimizer: 'reset' }];

@@ -112,6 +112,16 @@ export function resolvePhases(phases: PhaseSpec[], config: TrainConfig, plugins:
   return out;
 }
 
+/** The run's fixed train/validation split of a token stream. */
+export function splitDataset(ids: Int32Array, config: TrainConfig, seqLen: number): TokenDataset {
+  return new TokenDataset(ids, { valFraction: config.valFraction, minTokens: seqLen + 1 });
+}
+
+/** The held-out windows every evaluation of a run uses (training's and `patchflow eval`'s alike). */
+export function validationWindows(dataset: TokenDataset, config: TrainConfig, seqLen: number, batches = config.evalBatches): Int32Array[] {
+  return evalWindows(dataset.valTokens, seqLen + 1, batches * config.batchSize);
+}
+
 /** Mean token-level validation loss over the fixed evaluation windows. */
 export async function evaluate(model: GPT, windows: Int32Array[], batchSize: number): Promise<number> {
   const t = model.config.seqLen;
@@ -160,7 +170,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const ids = tokenizer.encode(corpus.text);
   const modelCfg = finalizeModelConfig(config.model, tokenizer.vocabSize);
   config = { ...config, model: modelCfg };
-  const dataset = new TokenDataset(ids, { valFraction: config.valFraction, minTokens: modelCfg.seqLen + 1 });
+  const dataset = splitDataset(ids, config, modelCfg.seqLen);
 
   const model = new GPT(modelCfg, config.seed);
   const optimizer = new AdamW(config.optim, model.specs.map((s) => ({ name: s.name, variable: model.p(s.name), decay: s.decay })));
@@ -173,7 +183,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
   const totalSteps = phases.reduce((a, p) => a + p.steps, 0);
   const sampler = new BatchSampler(dataset.trainTokens, new Rng(config.seed + 1));
-  const evalSet = evalWindows(dataset.valTokens, modelCfg.seqLen + 1, config.evalBatches * config.batchSize);
+  const evalSet = validationWindows(dataset, config, modelCfg.seqLen);
 
   const run: RunState = { step: 0, phaseIndex: 0, phaseStep: 0, flops: 0, tokens: 0, elapsed: 0 };
   const evals: TrainResult['evals'] = [];
@@ -243,7 +253,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const vars = model.specs.map((s) => model.p(s.name));
   const t0 = Date.now() - run.elapsed * 1000;
   let interrupted = false;
-  let lastLoss = NaN;
 
   const doEval = async () => {
     const valLoss = await evaluate(model, evalSet, config.batchSize);
@@ -330,7 +339,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       run.tokens += ph.tokensPerStep;
       windowTokens += ph.tokensPerStep;
       for (const p of active) p.afterStep?.(sctx(p));
-      lastLoss = loss;
       losses.push({ step: run.step, loss, flops: run.flops });
       const now = Date.now();
       const tps = windowTokens / Math.max(1e-3, (now - windowStart) / 1000);
@@ -364,7 +372,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     valLoss = await doEval();
     await save();
   }
-  void lastLoss;
   return { model, tokenizer, phases, steps: run.step, valLoss, evals, losses, flops: run.flops, tokens: run.tokens, seconds: (Date.now() - t0) / 1000, interrupted };
 }
 

@@ -6,13 +6,9 @@
  * labelSmoothing: cross-entropy against (1 - eps) * one-hot + eps / V (Szegedy et al., 2016)
  *   (hook: loss), computed from one log-softmax of the logits.
  */
-import { tf } from '@patchflow/tensor';
-import { PluginError, type PhaseSpec, type TrainerPlugin } from '../plugin.js';
+import { tf, crossEntropy } from '@patchflow/tensor';
+import { PluginError, addToAllPhases, type TrainerPlugin } from '../plugin.js';
 import { Rng } from '../rng.js';
-
-function addToAllPhases(phases: PhaseSpec[], name: string, settings: Record<string, unknown>): PhaseSpec[] {
-  return phases.map((p) => ({ ...p, plugins: { ...p.plugins, [name]: settings } }));
-}
 
 export function neftune(alpha = 5, seed = 7): TrainerPlugin {
   if (!(alpha > 0)) throw new PluginError(`neftune: alpha must be > 0, got ${alpha}`);
@@ -40,13 +36,12 @@ export function labelSmoothing(eps = 0.1): TrainerPlugin {
     name: 'label-smoothing',
     plan: (phases) => addToAllPhases(phases, 'label-smoothing', { eps }),
     loss(logits, labels) {
+      // -sum_v target_v log p_v = (1 - eps) * CE(labels) + eps * mean_v(-log p_v), and
+      // mean_v(-log p_v) = logsumexp(logits) - mean_v(logits): one log-softmax, via the fused op
       return tf.tidy(() => {
-        const [n, v] = logits.shape;
-        const k = labels.shape[1];
-        const logp = tf.logSoftmax(logits);
-        const hard = tf.div(tf.sum(tf.reshape(tf.oneHot(tf.reshape(labels, [n * k]), v), [n, k, v]), 1), k);
-        const target = tf.add(tf.mul(hard, 1 - eps), eps / v);
-        return tf.mean(tf.neg(tf.sum(tf.mul(logp, target), 1))) as tf.Scalar;
+        const hard = tf.mean(crossEntropy(logits, labels));
+        const uniform = tf.mean(tf.sub(tf.logSumExp(logits, 1), tf.mean(logits, 1)));
+        return tf.add(tf.mul(hard, 1 - eps), tf.mul(uniform, eps)) as tf.Scalar;
       });
     },
   };
