@@ -99,7 +99,7 @@ export interface SimClock extends TrainerPlugin {
   readonly clockSeconds: number;
   readonly last?: SimulationResult;
   /** One paragraph for the end of a run. */
-  summary(): string;
+  summary(): string[];
 }
 
 /**
@@ -119,6 +119,14 @@ export function rduSimClock(settings: SimSettings = simSettingsFromEnv()): SimCl
     const cached = byPhase.get(ctx.phaseIndex);
     if (cached) return cached;
     const layout = (ctx.phase as { layout?: { positions: number; labelsPerPosition: number } }).layout;
+    // the sparsity plugin's settings for this phase (its target sparsity), unless the env sets them
+    const sp = ctx.phase.plugins['sparsity'] as { sparsity?: number; pattern?: string; dense?: boolean } | undefined;
+    const sparse =
+      settings.sparsity !== undefined
+        ? { sparsity: settings.sparsity, sparsityPattern: settings.sparsityPattern }
+        : sp && !sp.dense && typeof sp.sparsity === 'number' && sp.sparsity > 0
+          ? { sparsity: sp.sparsity, sparsityPattern: sp.pattern }
+          : {};
     const r = simulateModel(
       ctx.model.config,
       {
@@ -126,7 +134,7 @@ export function rduSimClock(settings: SimSettings = simSettingsFromEnv()): SimCl
         gradAccum: ctx.config.gradAccum,
         seqLen: layout?.positions ?? ctx.model.config.seqLen,
         patchSize: layout?.labelsPerPosition ?? 1,
-        ...(settings.sparsity !== undefined ? { sparsity: settings.sparsity, sparsityPattern: settings.sparsityPattern } : {}),
+        ...sparse,
       },
       hw,
       settings.mode,
@@ -163,12 +171,12 @@ export function rduSimClock(settings: SimSettings = simSettingsFromEnv()): SimCl
       return last;
     },
     summary() {
-      if (!last) return `rdu-sim: no step simulated`;
-      return (
+      if (!last) return [`rdu-sim: no step simulated`];
+      return [
         `Simulated ${hw.name} (${settings.mode}): ${steps} steps in ${fmtS(clock)} of simulated time; last phase ${fmtS(last.stepSeconds)} per step ` +
         `(${Math.round(last.tokensPerSecond).toLocaleString('en-US')} tokens/s), utilization ${(100 * last.utilization).toFixed(1)}%, ` +
-        `off-chip traffic ${fmtB(last.offChipBytes)} per step, on-chip high-water ${fmtB(last.onChipPeakBytes)}, mostly ${last.bound}-bound.`
-      );
+        `off-chip traffic ${fmtB(last.offChipBytes)} per step, on-chip high-water ${fmtB(last.onChipPeakBytes)}, mostly ${last.bound}-bound.`,
+      ];
     },
   };
 }

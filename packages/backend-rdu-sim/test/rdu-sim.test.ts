@@ -59,7 +59,7 @@ describe('rdu-sim backend', () => {
     expect(steps[2]!.extra.sim_clock_s).toBeCloseTo(3 * per, 12);
     expect(clock.clockSeconds).toBeCloseTo(3 * per, 12);
     expect(steps[0]!.extra.sim_onchip_peak_MB).toBeGreaterThan(0);
-    expect(clock.summary()).toMatch(/SN30.*3 steps/);
+    expect(clock.summary().join('\n')).toMatch(/SN30.*3 steps/);
     r.model.dispose();
   });
 });

@@ -16,7 +16,7 @@ export const COMMANDS: CommandSpec[] = [
   { name: 'eval', summary: 'validation loss and perplexity of a checkpoint', flags: EVAL_FLAGS },
   { name: 'generate', summary: 'sample text from a checkpoint', flags: GENERATE_FLAGS },
   { name: 'backends', summary: 'list backends and whether they can run here', flags: [] },
-  { name: 'bench', summary: 'benchmarks: bench throughput|kernels|profile|patch [--json]', flags: BENCH_FLAGS, positionals: ['suite'] },
+  { name: 'bench', summary: 'benchmarks: bench throughput|kernels|profile|patch|sparsity [--json]', flags: BENCH_FLAGS, positionals: ['suite'] },
   { name: 'graph', summary: 'the op graph of one training step, fused and scheduled (--json for the documented schema)', flags: GRAPH_FLAGS },
   { name: 'simulate', summary: 'step time, utilization, memory and traffic on a chip: kernel-by-kernel or dataflow', flags: SIMULATE_FLAGS },
 ];

@@ -1,7 +1,7 @@
 /** `patchflow graph` and `patchflow simulate`: the dataflow runtime's op graph and KBK / DF step-time estimates. */
 import * as fs from 'node:fs';
 import { getBackendPlugin, listBackends } from '@patchflow/tensor';
-import type { TrainConfig, TrainerPlugin } from '@patchflow/trainer';
+import type { TrainConfig } from '@patchflow/trainer';
 import { ConfigError, type GptShape, MODEL_PRESETS, buildStepGraph, graphToJson, memoryProfile, plan, resolveModel } from '@patchflow/dataflow-runtime';
 import { HARDWARE_NAMES, defaultPrecision, fmtB, fmtS, loadHardware, rduSimClock, simulateModel, type SimClock } from '@patchflow/backend-rdu-sim';
 import type { FlagSpec } from './args.js';
@@ -132,9 +132,4 @@ export async function simulateCommand(values: Record<string, unknown>): Promise<
 export function simulatedPlugins(config: TrainConfig): SimClock[] {
   if (!listBackends().some((b) => b.name === config.backend)) return [];
   return getBackendPlugin(config.backend).capabilities().device === 'simulated' ? [rduSimClock()] : [];
-}
-
-export function simulatedSummary(plugins: TrainerPlugin[]): string {
-  const sim = plugins.find((p): p is SimClock => typeof (p as SimClock).summary === 'function' && 'clockSeconds' in p);
-  return sim ? sim.summary() + '\n' : '';
 }

@@ -3,12 +3,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { resolveConfig, train, ConfigError, type TrainConfig, type TrainerPlugin, type TrainResult, neftune, labelSmoothing } from '@patchflow/trainer';
 import { patchTraining, describePlan, PLUGIN_NAME as PATCH_PLUGIN } from '@patchflow/patch-training';
+import { sparseTraining, PLUGIN_NAME as SPARSITY_PLUGIN } from '@patchflow/sparsity';
 import type { FlagSpec } from './args.js';
 import { UserError } from './errors.js';
 import { Progress } from './progress.js';
 import { lineChartSvg } from './plot.js';
 import { loadBackendModules } from './backends.js';
-import { simulatedPlugins, simulatedSummary } from './simulate.js';
+import { simulatedPlugins } from './simulate.js';
 
 export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'config', type: 'string', help: 'JSON config file (keys as in docs/config.md); flags override it' },
@@ -31,6 +32,11 @@ export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'patch-size', type: 'number', help: 'patch-level training: K tokens per patch (integer >= 1; default 4 when --patch-fraction is given)' },
   { name: 'patch-fraction', type: 'number', help: 'patch-level training: share λ of the training tokens in the patch phase, in [0, 1) (default 2/3 when --patch-size is given)' },
   { name: 'patch-optimizer', type: 'string', help: 'patch-level training: token phase restarts (reset, default) or continues (continue) the optimizer and LR schedule' },
+  { name: 'sparsity', type: 'number', help: 'sparse training: share of zero weights in the attention and MLP matrices, in [0, 1) (default 0.75 when another --sparsity-* flag is given)' },
+  { name: 'sparsity-pattern', type: 'string', help: 'sparse training: unstructured (default), nm:N:M (e.g. nm:2:4), or block:B (e.g. block:32; uses the block-sparse kernels)' },
+  { name: 'sparsity-mode', type: 'string', help: 'sparse training: static (mask from initialisation, default), gmp (gradual magnitude pruning from dense), or rigl (drop and regrow)' },
+  { name: 'sparsity-distribution', type: 'string', help: 'sparse training: per-layer density uniform (default) or erk' },
+  { name: 'dense-fraction', type: 'number', help: 'sparse training: share of the tokens in a final dense phase (sparse-to-dense), in [0, 1) (default 0)' },
   { name: 'quiet', type: 'boolean', help: 'no progress bar' },
 ];
 
@@ -52,10 +58,19 @@ const FLAG_TO_CONFIG: Record<string, (c: Record<string, any>, v: unknown) => voi
   'patch-size': (c, v) => (patchSettings(c).patchSize = v),
   'patch-fraction': (c, v) => (patchSettings(c).fraction = v),
   'patch-optimizer': (c, v) => (patchSettings(c).optimizer = v),
+  sparsity: (c, v) => (pluginSettings(c, SPARSITY_PLUGIN).sparsity = v),
+  'sparsity-pattern': (c, v) => (pluginSettings(c, SPARSITY_PLUGIN).pattern = v),
+  'sparsity-mode': (c, v) => (pluginSettings(c, SPARSITY_PLUGIN).mode = v),
+  'sparsity-distribution': (c, v) => (pluginSettings(c, SPARSITY_PLUGIN).distribution = v),
+  'dense-fraction': (c, v) => (pluginSettings(c, SPARSITY_PLUGIN).denseFraction = v),
 };
 
+function pluginSettings(c: Record<string, any>, name: string): Record<string, unknown> {
+  return ((c.plugins ??= {})[name] ??= {});
+}
+
 function patchSettings(c: Record<string, any>): Record<string, unknown> {
-  return ((c.plugins ??= {})[PATCH_PLUGIN] ??= {});
+  return pluginSettings(c, PATCH_PLUGIN);
 }
 
 export function readConfigFile(file: string): Record<string, unknown> {
@@ -71,10 +86,12 @@ export function configFromFlags(values: Record<string, unknown>): TrainConfig {
   const fromFile = typeof values.config === 'string' ? readConfigFile(values.config) : undefined;
   const fromFlags: Record<string, unknown> = {};
   for (const [flag, set] of Object.entries(FLAG_TO_CONFIG)) if (values[flag] !== undefined) set(fromFlags, values[flag]);
-  // --patch-* flags override single keys of the file's plugins.patch, not the whole entry
-  const filePatch = (fromFile?.plugins as Record<string, unknown> | undefined)?.[PATCH_PLUGIN];
-  const flagPatch = (fromFlags.plugins as Record<string, unknown> | undefined)?.[PATCH_PLUGIN];
-  if (flagPatch && typeof filePatch === 'object' && filePatch !== null) (fromFlags.plugins as Record<string, unknown>)[PATCH_PLUGIN] = { ...filePatch, ...flagPatch };
+  // --patch-* / --sparsity-* flags override single keys of the file's plugin entry, not the whole entry
+  for (const name of [PATCH_PLUGIN, SPARSITY_PLUGIN]) {
+    const fromFileEntry = (fromFile?.plugins as Record<string, unknown> | undefined)?.[name];
+    const fromFlagEntry = (fromFlags.plugins as Record<string, unknown> | undefined)?.[name];
+    if (fromFlagEntry && typeof fromFileEntry === 'object' && fromFileEntry !== null) (fromFlags.plugins as Record<string, unknown>)[name] = { ...fromFileEntry, ...fromFlagEntry };
+  }
   return resolveConfig(fromFile, fromFlags);
 }
 
@@ -84,9 +101,12 @@ export function pluginsFromConfig(config: TrainConfig): TrainerPlugin[] {
     neftune: (s) => neftune(typeof s.alpha === 'number' ? s.alpha : undefined),
     'label-smoothing': (s) => labelSmoothing(typeof s.eps === 'number' ? s.eps : undefined),
     [PATCH_PLUGIN]: (s) => patchTraining(s),
+    [SPARSITY_PLUGIN]: (s) => sparseTraining(s),
   };
-  // patch averaging runs first, so other embedding plugins see the embeddings the transformer reads
-  const entries = Object.entries(config.plugins).sort(([a], [b]) => Number(b === PATCH_PLUGIN) - Number(a === PATCH_PLUGIN));
+  // patch averaging runs first, so other embedding plugins see the embeddings the transformer reads;
+  // sparsity plans after it, so its dense phase is cut from the end of the token phase
+  const rank = (n: string) => (n === PATCH_PLUGIN ? 0 : n === SPARSITY_PLUGIN ? 2 : 1);
+  const entries = Object.entries(config.plugins).sort(([a], [b]) => rank(a) - rank(b));
   return entries.map(([name, settings]) => {
     const make = known[name];
     if (!make) throw new ConfigError(`invalid config: unknown plugin "${name}" (known: ${Object.keys(known).join(', ')})`);
@@ -170,7 +190,7 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
   }
   writeLossPlot(out, result);
   process.stdout.write(summary(result, config, out) + '\n');
-  process.stdout.write(simulatedSummary(plugins));
+  for (const p of plugins) for (const line of p.summary?.() ?? []) process.stdout.write(line + '\n');
   if (result.phases.length > 1) process.stdout.write(describePlan(result.phases) + '\n');
   return 0;
 }

@@ -40,7 +40,7 @@ describe('patchflow train --patch-size', () => {
     const r = cli(['train', '--data', corpus, ...TINY, '--steps', '16', '--patch-size', '4', '--patch-fraction', '0.5', '--out', p('run')]);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/for 10 steps over 2 phase\(s\)/);
-    expect(r.stdout).toMatch(/plan: patch \(K=4\) 50% of tokens, 2 steps, .*; token 50% of tokens, 8 steps, .*optimizer reset; cost 0\.625× token-level/);
+    expect(r.stdout).toMatch(/plan: patch \(K=4\) 50% of tokens, 2 steps, .*; token 50% of tokens, 8 steps, .*optimizer reset; cost 0\.625× dense token-level/);
     const metrics = fs.readFileSync(p('run', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; phase?: string; step: number; valLoss?: number });
     expect(metrics.filter((m) => m.type === 'train').map((m) => m.phase)).toEqual([...Array(2).fill('patch'), ...Array(8).fill('token')]);
     const finalVal = metrics.find((m) => m.type === 'eval')!.valLoss!;

@@ -150,7 +150,7 @@ export interface PhaseCost {
   tokens: number;
   /** Training FLOPs of the phase. */
   flops: number;
-  /** FLOPs the same tokens would cost at token level (same per-position cost). */
+  /** FLOPs the same tokens would cost in dense token-level training. */
   tokenLevelFlops: number;
 }
 
@@ -164,14 +164,14 @@ export interface PlanCost {
 }
 
 /**
- * FLOPs and tokens per phase of a resolved plan, and its cost relative to token-level training on the
- * same tokens. A row of a phase costs `flopsPerStep / rows`; at token level each of its input tokens
- * would be one position of the same per-position cost.
+ * FLOPs and tokens per phase of a resolved plan, and its cost relative to dense token-level training
+ * on the same tokens (`tokenLevelFlopsPerToken` per token; without it, each input
+ * token of a row is taken to cost one position at the phase's own per-position cost).
  */
-export function planCost(phases: readonly Pick<ResolvedPhase, 'name' | 'steps' | 'layout' | 'flopsPerStep' | 'tokensPerStep'>[]): PlanCost {
+export function planCost(phases: readonly (Pick<ResolvedPhase, 'name' | 'steps' | 'layout' | 'flopsPerStep' | 'tokensPerStep'> & { tokenLevelFlopsPerToken?: number })[]): PlanCost {
   const out: PhaseCost[] = phases.map((p) => {
     const rows = p.tokensPerStep / p.layout.inputTokens;
-    const flopsPerPosition = p.flopsPerStep / (rows * p.layout.positions);
+    const flopsPerPosition = p.tokenLevelFlopsPerToken ?? p.flopsPerStep / (rows * p.layout.positions);
     const tokens = p.steps * p.tokensPerStep;
     return { name: p.name, steps: p.steps, tokens, flops: p.steps * p.flopsPerStep, tokenLevelFlops: tokens * flopsPerPosition };
   });
@@ -195,5 +195,5 @@ export function describePlan(phases: readonly (Pick<ResolvedPhase, 'name' | 'ste
     const opt = ph.index > 0 ? `, optimizer ${ph.optimizer}` : '';
     return `${p.name}${k > 1 ? ` (K=${k})` : ''} ${share}% of tokens, ${p.steps} steps, ${(p.flops / 1e12).toFixed(3)} TFLOP${opt}`;
   });
-  return `plan: ${parts.join('; ')}; cost ${c.relative.toFixed(3)}× token-level training on the same ${c.total.tokens.toLocaleString('en-US')} tokens`;
+  return `plan: ${parts.join('; ')}; cost ${c.relative.toFixed(3)}× dense token-level training on the same ${c.total.tokens.toLocaleString('en-US')} tokens`;
 }

@@ -258,7 +258,7 @@ function probe() {
     name: 'probe',
     plan: (phases) => phases.map((p) => ({ ...p, plugins: { ...p.plugins, probe: {} } })),
     afterStep(ctx: StepContext) {
-      if (ctx.phase.name === 'patch' && ctx.phaseStep === ctx.phaseSteps) rec.endOfPatch = snapshot(ctx);
+      if (ctx.phase.name === 'patch' && ctx.phaseStep === ctx.phaseSteps - 1) rec.endOfPatch = snapshot(ctx);
     },
     phaseStart(ctx) {
       if (ctx.phase.name === 'token') {
@@ -334,7 +334,7 @@ describe('the plan in training', () => {
     expect(c.tokenLevel.flops).toBe(12 * f);
     expect(c.relative).toBe(0.5);
     expect(expectedRelativeCost(4, 2 / 3)).toBeCloseTo(0.5, 12);
-    expect(describePlan(r.phases)).toMatch(/^plan: patch \(K=4\) 67% of tokens, 2 steps, .*; token 33% of tokens, 4 steps, .*optimizer reset; cost 0\.500× token-level/);
+    expect(describePlan(r.phases)).toMatch(/^plan: patch \(K=4\) 67% of tokens, 2 steps, .*; token 33% of tokens, 4 steps, .*optimizer reset; cost 0\.500× dense token-level/);
     r.model.dispose();
   });
 

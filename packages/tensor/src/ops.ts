@@ -15,16 +15,23 @@
  * PfCrossEntropy    inputs {logits [N,V] float32, labels [N,K] int32} -> [loss [N], lse [N]]
  *                   loss[n] = mean_k (lse[n] - logits[n, labels[n,k]])
  * PfCrossEntropyGrad inputs {logits, labels, lse, dy [N]} -> [dlogits [N,V]]
+ * PfBlockSparseMatMul inputs {x [M,K], w [K,N] float32, blockMask [K/b, N/b] int32} attrs {blockSize: b}
+ *                   -> [y [M,N]]  y = x @ (w ⊙ M), M = blockMask expanded to b×b blocks; only the
+ *                   non-zero blocks of w are read (the kernel's work scales with the mask's density)
+ * PfBlockSparseMatMulGrad inputs {x, w, blockMask, dy [M,N]} attrs {blockSize}
+ *                   -> [dx [M,K], dw [K,N]]  dx = dy @ (w ⊙ M)^T; dw = (x^T @ dy) ⊙ M (exact zeros
+ *                   outside the mask's blocks)
  */
 import * as tf from '@tensorflow/tfjs-core';
 
-export const FUSED_OPS = ['PfGelu', 'PfLayerNorm', 'PfCausalAttention', 'PfCrossEntropy'] as const;
+export const FUSED_OPS = ['PfGelu', 'PfLayerNorm', 'PfCausalAttention', 'PfCrossEntropy', 'PfBlockSparseMatMul'] as const;
 
 const GRAD_KERNEL: Record<string, string> = {
   PfGelu: 'PfGeluGrad',
   PfLayerNorm: 'PfLayerNormGrad',
   PfCausalAttention: 'PfCausalAttentionGrad',
   PfCrossEntropy: 'PfCrossEntropyGrad',
+  PfBlockSparseMatMul: 'PfBlockSparseMatMulGrad',
 };
 
 let forceComposite = false;
@@ -156,4 +163,47 @@ export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor2D): tf.Tenso
     };
   });
   return f(logits) as tf.Tensor1D;
+}
+
+/** A block mask [K/b, N/b] (any dtype, non-zero = kept) expanded to a float32 element mask [K, N]. */
+export function expandBlockMask(blockMask: tf.Tensor2D, blockSize: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const [kb, nb] = blockMask.shape;
+    const m = tf.cast(tf.notEqual(blockMask, 0), 'float32');
+    return tf.reshape(tf.tile(tf.reshape(m, [kb, 1, nb, 1]), [1, blockSize, 1, blockSize]), [kb * blockSize, nb * blockSize]) as tf.Tensor2D;
+  });
+}
+
+export function blockSparseMatMulComposite(x: tf.Tensor2D, w: tf.Tensor2D, blockMask: tf.Tensor2D, blockSize: number): tf.Tensor2D {
+  return tf.tidy(() => tf.matMul(x, tf.mul(w, expandBlockMask(blockMask, blockSize))));
+}
+
+function checkBlockSparse(x: tf.Tensor2D, w: tf.Tensor2D, blockMask: tf.Tensor2D, b: number): void {
+  const [k, n] = w.shape;
+  if (x.rank !== 2 || w.rank !== 2 || blockMask.rank !== 2) throw new Error('blockSparseMatMul: x, w and blockMask must be 2-D');
+  if (x.shape[1] !== k) throw new Error(`blockSparseMatMul: x is [${x.shape}] but w is [${w.shape}]`);
+  if (!(Number.isInteger(b) && b > 0) || k % b || n % b) throw new Error(`blockSparseMatMul: block size ${b} does not divide w's shape [${w.shape}]`);
+  if (blockMask.shape[0] !== k / b || blockMask.shape[1] !== n / b) {
+    throw new Error(`blockSparseMatMul: blockMask is [${blockMask.shape}] but w [${w.shape}] in ${b}×${b} blocks needs [${k / b},${n / b}]`);
+  }
+}
+
+/**
+ * x [M,K] @ (w ⊙ mask) for a mask made of b×b blocks (`blockMask` [K/b, N/b] int32, non-zero =
+ * kept). Differentiable in x and w; w's gradient is zero outside the kept blocks. With a backend
+ * kernel only the kept blocks are computed (forward and both backward products).
+ */
+export function blockSparseMatMul(x: tf.Tensor2D, w: tf.Tensor2D, blockMask: tf.Tensor2D, blockSize: number): tf.Tensor2D {
+  checkBlockSparse(x, w, blockMask, blockSize);
+  if (!hasFusedKernel('PfBlockSparseMatMul')) return blockSparseMatMulComposite(x, w, blockMask, blockSize);
+  const mask = blockMask.dtype === 'int32' ? blockMask : tf.cast(tf.notEqual(blockMask, 0), 'int32');
+  const attrs = { blockSize };
+  const f = customGrad((xi: tf.Tensor, wi: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([xi, wi, mask]);
+    return {
+      value: run('PfBlockSparseMatMul', { x: xi, w: wi, blockMask: mask }, attrs)[0]!,
+      gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => run('PfBlockSparseMatMulGrad', { x: s[0]!, w: s[1]!, blockMask: s[2]!, dy }, attrs),
+    };
+  });
+  return f(x, w) as tf.Tensor2D;
 }

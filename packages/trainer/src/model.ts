@@ -10,6 +10,13 @@ import { CheckpointError } from './checkpoint.js';
 
 export type ParamMap = Map<string, tf.Variable>;
 
+/**
+ * Computes x [M, K] @ w [K, N] for one weight matrix in place of the dense product (e.g. a
+ * block-sparse kernel for a pruned weight). It must equal the dense product of the weight's current
+ * values and be differentiable in x and w.
+ */
+export type MatMulImpl = (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
+
 export interface ParamSpec {
   name: string;
   shape: number[];
@@ -58,6 +65,7 @@ export class GPT {
   readonly params: ParamMap = new Map();
   readonly specs: ParamSpec[];
   private rope?: { cos: tf.Tensor2D; sin: tf.Tensor2D };
+  private readonly matMuls = new Map<string, MatMulImpl>();
   /** tfjs variable names are global: each model instance gets its own prefix. */
   private readonly id = ++modelCount;
 
@@ -86,6 +94,24 @@ export class GPT {
       if (g) out[s.name] = g;
     }
     return out;
+  }
+
+  /**
+   * Routes the products with weight `param` (a projection `blocks.i.*.weight`, or `lm_head.weight`)
+   * through `impl`; no impl restores the dense product.
+   */
+  setMatMul(param: string, impl?: MatMulImpl): void {
+    this.p(param);
+    if (!/^blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc|mlp\.proj)\.weight$|^lm_head\.weight$/.test(param)) {
+      throw new Error(`setMatMul: ${param} is not a projection weight`);
+    }
+    if (impl) this.matMuls.set(param, impl);
+    else this.matMuls.delete(param);
+  }
+
+  /** Weights whose products currently go through a setMatMul impl. */
+  matMulOverrides(): string[] {
+    return [...this.matMuls.keys()];
   }
 
   p(name: string): tf.Variable {
@@ -130,8 +156,11 @@ export class GPT {
     } else {
       hs = tf.reshape(x, [b * t, d]);
     }
-    const linear = (inp: tf.Tensor2D, w: string) =>
-      tf.fused.matMul({ a: inp, b: this.p(w + '.weight') as tf.Tensor2D, bias: this.p(w + '.bias') }) as tf.Tensor2D;
+    const linear = (inp: tf.Tensor2D, w: string) => {
+      const impl = this.matMuls.get(w + '.weight');
+      if (impl) return tf.add(impl(inp, this.p(w + '.weight') as tf.Tensor2D), this.p(w + '.bias')) as tf.Tensor2D;
+      return tf.fused.matMul({ a: inp, b: this.p(w + '.weight') as tf.Tensor2D, bias: this.p(w + '.bias') }) as tf.Tensor2D;
+    };
     const heads = (m: tf.Tensor2D) => tf.transpose(tf.reshape(m, [b, t, h, hd]), [0, 2, 1, 3]) as tf.Tensor4D;
     for (let i = 0; i < c.nLayer; i++) {
       const p = `blocks.${i}.`;
@@ -153,7 +182,9 @@ export class GPT {
       hs = tf.add(hs, linear(fc, p + 'mlp.proj')) as tf.Tensor2D;
     }
     const f = layerNorm(hs, this.p('ln_f.weight'), this.p('ln_f.bias'));
-    return c.tiedEmbeddings ? tf.matMul(f, this.p('tok_emb.weight'), false, true) : tf.matMul(f, this.p('lm_head.weight'));
+    if (c.tiedEmbeddings) return tf.matMul(f, this.p('tok_emb.weight'), false, true);
+    const head = this.matMuls.get('lm_head.weight');
+    return head ? head(f as tf.Tensor2D, this.p('lm_head.weight') as tf.Tensor2D) : tf.matMul(f, this.p('lm_head.weight'));
   }
 
   /** Logits [B*T, V] for token ids [B, T]. */

@@ -58,9 +58,20 @@ export interface PhaseContext {
   settings: Record<string, unknown>;
 }
 
+/** What the flops hook sees: the phase, its row layout, rows per optimizer step, and the step if known. */
+export interface FlopsContext extends PhaseContext {
+  layout: RowLayout;
+  rowsPerStep: number;
+  /** Global optimizer step being counted (1-based); absent for the phase-start estimate. */
+  step?: number;
+}
+
 export interface StepContext extends PhaseContext {
-  /** Global optimizer step, 1-based after the update. */
+  /** The run's resolved phases in order (steps per phase), for schedules that span phases. */
+  plan: readonly { name: string; steps: number; plugins: PhaseSpec['plugins'] }[];
+  /** The optimizer step being taken (or, in afterStep, just taken): global, 1-based. */
   step: number;
+  /** The same step's 0-based index within its phase. */
   phaseStep: number;
   phaseSteps: number;
 }
@@ -75,8 +86,10 @@ export interface TrainerPlugin {
   /** Rewrites the plan (split a phase, add its settings to phases). Validate settings here: throw PluginError. */
   plan?(phases: PhaseSpec[], config: TrainConfig): PhaseSpec[];
   /** Once, after the model and optimizer exist and before training (or after a checkpoint is loaded). */
-  init?(ctx: Omit<PhaseContext, 'phase' | 'phaseIndex' | 'settings'>): void;
-  phaseStart?(ctx: PhaseContext): void;
+  init?(ctx: Omit<PhaseContext, 'phase' | 'phaseIndex' | 'settings'>): void | Promise<void>;
+  phaseStart?(ctx: PhaseContext): void | Promise<void>;
+  /** Before the forward and backward passes of each optimizer step. */
+  beforeStep?(ctx: StepContext): void | Promise<void>;
   /** Row layout of this phase; at most one active plugin may define it. */
   rowLayout?(seqLen: number, ctx: PhaseContext): RowLayout;
   /** Builds inputs and labels from sampled windows [rows, windowTokens]; pairs with rowLayout. */
@@ -87,11 +100,16 @@ export interface TrainerPlugin {
   loss?(logits: tf.Tensor2D, labels: tf.Tensor2D, ctx: StepContext): tf.Scalar;
   /** Edits gradients before the optimizer (e.g. masks); chained in plugin order. */
   transformGradients?(grads: Record<string, tf.Tensor>, ctx: StepContext): Record<string, tf.Tensor>;
-  afterStep?(ctx: StepContext): void;
-  /** Adjusts the training FLOPs of one optimizer step; chained in plugin order. */
-  flops?(flops: number, ctx: PhaseContext): number;
+  afterStep?(ctx: StepContext): void | Promise<void>;
+  /**
+   * Adjusts the training FLOPs of one optimizer step; chained in plugin order. Called once per
+   * phase for the plan (no ctx.step) and again for every step, so the count may change during a phase.
+   */
+  flops?(flops: number, ctx: FlopsContext): number;
   /** Extra numbers for metrics.jsonl and the summary (density, ...). */
   metrics?(ctx: PhaseContext): Record<string, number>;
+  /** Lines for the end-of-run summary. */
+  summary?(): string[];
   saveState?(): Promise<PluginState> | PluginState;
   loadState?(state: PluginState): void;
 }

@@ -12,6 +12,7 @@ import { GPT } from './model.js';
 import { AdamW, learningRate } from './optim.js';
 import {
   type Batch,
+  type FlopsContext,
   type PhaseContext,
   type PhaseSpec,
   type RowLayout,
@@ -39,6 +40,8 @@ export interface ResolvedPhase extends PhaseSpec {
   scheduleSteps: number;
   flopsPerStep: number;
   tokensPerStep: number;
+  /** FLOPs per token of dense token-level training of the same model (the baseline plans are compared with). */
+  tokenLevelFlopsPerToken: number;
 }
 
 export type TrainEvent =
@@ -101,15 +104,21 @@ export function resolvePhases(phases: PhaseSpec[], config: TrainConfig, plugins:
     const rowsPerStep = config.batchSize * config.gradAccum;
     const tokensPerStep = rowsPerStep * layout.inputTokens;
     const steps = Math.max(1, Math.round((ph.fraction * budget) / tokensPerStep));
-    let flops = rowsPerStep * layout.positions * model.trainFlopsPerPosition(layout.positions);
-    for (const p of active) if (p.flops) flops = p.flops(flops, ctxFor(p));
+    const flops = stepFlops(active, { config, model, optimizer, phase: ph, phaseIndex: index, layout, rowsPerStep }, model);
     const start = out.reduce((a, p) => a + p.steps, 0);
     const cont = index > 0 && ph.optimizer === 'continue';
     const scheduleStart = cont ? out[index - 1]!.scheduleStart : start;
-    out.push({ ...ph, index, steps, layout, scheduleStart, scheduleSteps: 0, flopsPerStep: flops, tokensPerStep });
+    out.push({ ...ph, index, steps, layout, scheduleStart, scheduleSteps: 0, flopsPerStep: flops, tokensPerStep, tokenLevelFlopsPerToken: model.trainFlopsPerPosition(m.seqLen) });
   });
   for (const ph of out) ph.scheduleSteps = out.filter((p) => p.scheduleStart === ph.scheduleStart).reduce((a, p) => a + p.steps, 0);
   return out;
+}
+
+/** Training FLOPs of one optimizer step: the model's dense count, then each active plugin's flops hook. */
+function stepFlops(active: TrainerPlugin[], ctx: Omit<FlopsContext, 'settings'>, model: GPT): number {
+  let flops = ctx.rowsPerStep * ctx.layout.positions * model.trainFlopsPerPosition(ctx.layout.positions);
+  for (const p of active) if (p.flops) flops = p.flops(flops, { ...ctx, settings: ctx.phase.plugins[p.name]! });
+  return flops;
 }
 
 /** The run's fixed train/validation split of a token stream. */
@@ -190,7 +199,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const losses: TrainResult['losses'] = [];
   const ctxBase = { config, model, optimizer };
   const phaseCtx = (ph: ResolvedPhase, p: TrainerPlugin): PhaseContext => ({ ...ctxBase, phase: ph, phaseIndex: ph.index, settings: ph.plugins[p.name]! });
-  for (const p of plugins) p.init?.(ctxBase);
+  for (const p of plugins) await p.init?.(ctxBase);
 
   if (ckpt) {
     const st = ckpt.state as { run: RunState; sampler: unknown; optimizerT: number; plugins: Record<string, { json?: unknown }>; evals: TrainResult['evals'] };
@@ -272,15 +281,18 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       run.phaseStep = 0;
       if (pi > 0 && ph.optimizer === 'reset') optimizer.reset();
     }
-    for (const p of active) p.phaseStart?.(phaseCtx(ph, p));
+    for (const p of active) await p.phaseStart?.(phaseCtx(ph, p));
     emit({ type: 'phase', phase: ph });
     const batchOwner = active.find((p) => p.makeBatch);
+    const hasFlopsHook = active.some((p) => p.flops);
+    const rowsPerStep = config.batchSize * config.gradAccum;
     let windowStart = Date.now();
     let windowTokens = 0;
 
     while (run.phaseStep < ph.steps) {
       const lr = learningRate(config.optim, run.step - ph.scheduleStart, ph.scheduleSteps);
-      const sctx = (p: TrainerPlugin): StepContext => ({ ...phaseCtx(ph, p), step: run.step + 1, phaseStep: run.phaseStep, phaseSteps: ph.steps });
+      const sctx = (p: TrainerPlugin): StepContext => ({ ...phaseCtx(ph, p), plan: phases, step: run.step + 1, phaseStep: run.phaseStep, phaseSteps: ph.steps });
+      for (const p of active) await p.beforeStep?.(sctx(p));
       let lossSum = 0;
       let grads: Record<string, tf.Tensor> = {};
       for (let micro = 0; micro < config.gradAccum; micro++) {
@@ -333,12 +345,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const gradNorm = (await normT.data())[0]!;
       normT.dispose();
       if (!Number.isFinite(gradNorm)) throw new DivergenceError(divergenceMessage(run.step + 1, gradNorm, run.lastGood, outDir, 'gradient norm'));
+      const flopsNow = hasFlopsHook ? stepFlops(active, { ...ctxBase, phase: ph, phaseIndex: ph.index, layout: ph.layout, rowsPerStep, step: run.step + 1 }, model) : ph.flopsPerStep;
       run.step++;
       run.phaseStep++;
-      run.flops += ph.flopsPerStep;
+      run.flops += flopsNow;
       run.tokens += ph.tokensPerStep;
       windowTokens += ph.tokensPerStep;
-      for (const p of active) p.afterStep?.(sctx(p));
+      for (const p of active) await p.afterStep?.({ ...sctx(p), step: run.step, phaseStep: run.phaseStep - 1 });
       losses.push({ step: run.step, loss, flops: run.flops });
       const now = Date.now();
       const tps = windowTokens / Math.max(1e-3, (now - windowStart) / 1000);

@@ -168,7 +168,7 @@ describe('plugins', () => {
         { ...phases[0]!, name: 'smooth', fraction: 0.5, plugins: { ...phases[0]!.plugins, 'warm-smoothing': { eps: 0.3 } } },
         { ...phases[0]!, name: 'plain', fraction: 0.5, optimizer: 'continue' },
       ],
-      phaseStart: (ctx) => seen.push(`${ctx.phase.name}:${JSON.stringify(ctx.settings)}`),
+      phaseStart: (ctx) => void seen.push(`${ctx.phase.name}:${JSON.stringify(ctx.settings)}`),
       loss: (logits, labels) => labelSmoothing(0.3).loss!(logits, labels, {} as never),
     };
     const r = await train({ config: tinyConfig({ steps: 4 }), corpus, plugins: [splitter] });

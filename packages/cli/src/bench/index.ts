@@ -6,6 +6,7 @@ import { UserError } from '../errors.js';
 import { throughputBench } from './throughput.js';
 import { kernelsBench, profileBench } from './kernels.js';
 import { patchBench } from './patch.js';
+import { sparsityBench } from './sparsity.js';
 
 export const BENCH_FLAGS: FlagSpec[] = [
   { name: 'json', type: 'boolean', help: 'print the result as JSON instead of a table' },
@@ -20,6 +21,7 @@ const SUITES: Record<string, (values: Record<string, unknown>) => Promise<{ json
   kernels: kernelsBench,
   profile: profileBench,
   patch: patchBench,
+  sparsity: sparsityBench,
 };
 
 export async function benchCommand(positionals: string[], values: Record<string, unknown>): Promise<number> {
