@@ -1,6 +1,7 @@
-import { BackendError, tf, type Availability, type BackendCapabilities, type BackendPlugin } from '@patchflow/tensor';
+import { BackendError, FUSED_OPS, tf, type Availability, type BackendCapabilities, type BackendPlugin, type KernelSpec } from '@patchflow/tensor';
 import { explainSyncReads, fixIntTransposes, type WebGpuModuleLike } from './fixes.js';
 import { defaultGpu, GpuLoadError, isNode, withTimeout, type GpuAdapterInfoLike, type GpuAdapterLike, type GpuLike } from './gpu.js';
+import { webgpuKernels } from './kernels.js';
 
 /**
  * Highest rank that works: tfjs-backend-webgpu 4.22 generates WGSL with a `vec5` type (which does
@@ -232,7 +233,17 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): WebGpuB
     }
     if (isNode) notes.push('no synchronous reads in Node (dataSync/arraySync): use await tensor.data()');
     notes.push(`max rank ${WEBGPU_MAX_RANK}: tfjs-backend-webgpu 4.22 emits invalid WGSL (vec5) for rank-5 pads`);
-    return { device: 'gpu', maxRank: WEBGPU_MAX_RANK, fusedOps: [], notes };
+    return { device: 'gpu', maxRank: WEBGPU_MAX_RANK, fusedOps: fusedOps(), notes };
+  }
+
+  function kernels(): KernelSpec[] {
+    return webgpuKernels();
+  }
+
+  /** The patchflow fused ops whose forward and gradient kernels this plugin registers. */
+  function fusedOps(): string[] {
+    const names = new Set(kernels().map((k) => k.kernelName));
+    return FUSED_OPS.filter((op) => names.has(op) && names.has(`${op}Grad`));
   }
 
   return {
@@ -243,5 +254,6 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): WebGpuB
     setup,
     capabilities,
     gpuInfo,
+    kernels,
   };
 }

@@ -44,11 +44,14 @@ describe('registration and import', () => {
     expect(afterImport).toEqual({ tfjsWebgpuFactory: false, dawnGlobals: false });
   });
 
-  it('capabilities: gpu, rank <= 4, no fused ops yet', () => {
-    const c = createWebGpuBackend().capabilities();
+  it('capabilities: gpu, rank <= 4, the fused ops it registers kernels for', () => {
+    const b = createWebGpuBackend();
+    const c = b.capabilities();
     expect(c.device).toBe('gpu');
     expect(c.maxRank).toBe(4);
-    expect(c.fusedOps).toEqual([]);
+    expect(c.fusedOps).toEqual(['PfBlockSparseMatMul']);
+    const names = (b.kernels?.() ?? []).map((k) => k.kernelName);
+    expect(names).toEqual(expect.arrayContaining(['PfBlockSparseMatMul', 'PfBlockSparseMatMulGrad']));
   });
 
   it('tfjs-backend-webgpu and @patchflow/tensor share one @tensorflow/tfjs-core', () => {
