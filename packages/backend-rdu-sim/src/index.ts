@@ -16,6 +16,7 @@ import {
   type Precision,
   type SimulationResult,
   buildStepGraph,
+  eagerKbk,
   simulate,
   validateHardware,
 } from '@patchflow/dataflow-runtime';
@@ -52,8 +53,13 @@ export function defaultPrecision(hw: HardwareSpec): Precision {
   return have.includes('bf16') ? 'bf16' : have[0]!;
 }
 
+/**
+ * Builds the step graph and simulates it. KBK on a chip whose KBK mode is PyTorch eager (kbkFusion "none": the
+ * GPUs) builds the ops eager actually launches (casts, copies, fills, attention helpers; GraphOptions.eager),
+ * unless `graph.eager` says otherwise; DF and fused KBK simulate the fused step graph.
+ */
 export function simulateModel(model: GptShape, graph: GraphOptions, hw: HardwareSpec, mode: 'kbk' | 'dataflow'): SimulationResult {
-  const g = buildStepGraph(model, { precision: defaultPrecision(hw), ...graph });
+  const g = buildStepGraph(model, { precision: defaultPrecision(hw), eager: eagerKbk(hw, mode), ...graph });
   return simulate(g, hw, { mode });
 }
 

@@ -32,6 +32,19 @@ describe('hardware descriptions', () => {
   it('an RDU has no fp32 rate: asking for it is an error naming the field', () => {
     expect(() => simulateModel(resolveModel('gpt-124m'), { batch: 1, precision: 'fp32' }, loadHardware('sn30'), 'kbk')).toThrow(/compute\.matmulTflops\.fp32/);
   });
+  it('KBK on a GPU simulates the ops PyTorch eager launches; DF and KBK on an RDU the fused graph', () => {
+    const m = resolveModel('gpt-124m');
+    const opts = { batch: 1, seqLen: 128, precision: 'bf16' as const };
+    const k = simulateModel(m, opts, loadHardware('h100'), 'kbk');
+    expect(k.model.eager).toBe(true);
+    expect(k.groups.find((g) => g.group === 'cast')!.ops).toBe(22 * 12 + 6); // autocast casts, as profiled
+    expect(simulateModel(m, opts, loadHardware('h100'), 'dataflow').model.eager).toBe(false);
+    expect(simulateModel(m, opts, loadHardware('sn30'), 'kbk').model.eager).toBe(false);
+    const fused = simulateModel(m, { ...opts, eager: false }, loadHardware('h100'), 'kbk');
+    expect(fused.model.eager).toBe(false);
+    expect(fused.kernels).toBeLessThan(k.kernels);
+    expect(fused.stepSeconds).toBeLessThan(k.stepSeconds);
+  });
   it('env settings are checked', () => {
     expect(() => simSettingsFromEnv({ PATCHFLOW_SIM_MODE: 'warp' })).toThrow(/PATCHFLOW_SIM_MODE/);
     expect(simSettingsFromEnv({})).toEqual({ hw: 'sn30', mode: 'dataflow' });

@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import { getBackendPlugin, listBackends } from '@patchflow/tensor';
 import type { TrainConfig } from '@patchflow/trainer';
-import { ConfigError, type GptShape, MODEL_PRESETS, buildStepGraph, graphToJson, memoryProfile, plan, resolveModel } from '@patchflow/dataflow-runtime';
+import { ConfigError, type GptShape, MODEL_PRESETS, buildStepGraph, eagerKbk, graphToJson, memoryProfile, plan, resolveModel } from '@patchflow/dataflow-runtime';
 import { HARDWARE_NAMES, defaultPrecision, fmtB, fmtS, loadHardware, rduSimClock, simulateModel, type SimClock } from '@patchflow/backend-rdu-sim';
 import type { FlagSpec } from './args.js';
 import { UserError } from './errors.js';
@@ -74,7 +74,8 @@ export async function graphCommand(values: Record<string, unknown>): Promise<num
   const model = readModel(values.model);
   const hw = loadHardware(String(values.hw));
   const m = mode(values.mode);
-  const g = buildStepGraph(model, graphOptions(values, defaultPrecision(hw)));
+  // the graph simulate uses: on a GPU in KBK mode, the kernels PyTorch eager launches
+  const g = buildStepGraph(model, { ...graphOptions(values, defaultPrecision(hw)), eager: eagerKbk(hw, m) });
   const p = plan(g, hw, { mode: m });
   if (values.json) {
     process.stdout.write(JSON.stringify(graphToJson(g, p.kernels, p.sections, m === 'dataflow' ? 'gpipe-per-section' : 'kernel-by-kernel')) + '\n');

@@ -4,7 +4,15 @@
  * Cost model of one op on a chip (stated in README.md):
  *   compute   = matmulFlops / (peak[precision] · eff) + otherFlops / vectorRate
  *     eff     = matmulEfficiency[precision] · shape(op) / shape(8192³) · sparseEfficiency
- *     shape   = wave quantization · K-loop start-up (GPUs: tiles / (ceil(tiles / units) · units) · K / (K + kOverhead); 1 elsewhere)
+ *     shape   = wave quantization · K-loop start-up (GPUs; 1 elsewhere):
+ *               work / (ceil(work / units) · units) · K / (K + kOverhead), where work = output tiles
+ *               (ceil(M/tileM) · ceil(N/tileN) · batch), times ceil(K / kTile) K-iterations when the chip's
+ *               GEMM library splits K over idle SMs (stream-K / split-K; compute.kTile set)
+ *   attention = on a chip with a measured attention rate (compute.attention, the fused SDPA kernel):
+ *               matmulFlops / (rate[precision][head dim][forward|backward] · shape(op) / kLoop(seqLen)),
+ *               rate at the nearest measured head dim, shape with M = T query rows, N = head dim,
+ *               K = T keys, batch = B·heads (so a shorter T pays the K-loop start-up over fewer keys);
+ *               the softmax's vector FLOPs run inside that kernel and are not added
  *   on-chip   = bytes read + written by the op + matmul operand re-reads from tiles (MNK · bytes · (1/tileM + 1/tileN))
  *   off-chip  = bytes of the tensors that cross the kernel (KBK) or section (DF) boundary
  * A kernel or section takes max(compute, on-chip / on-chip BW, off-chip / (off-chip BW · efficiency)) plus its fixed overhead,
@@ -239,21 +247,48 @@ export interface SimulationResult {
   warnings: string[];
 }
 
-function shapeFactor(hw: HardwareSpec, m: number, n: number, k: number, batch: number): number {
+/** Fraction of the SMs' slots busy over the waves of a GEMM-like kernel (1 on chips without units/tile). */
+export function waveQuantization(hw: HardwareSpec, m: number, n: number, k: number, batch: number): number {
   const c = hw.compute;
-  let f = 1;
-  if (c.units && c.tile) {
-    const tiles = Math.ceil(m / c.tile[0]) * Math.ceil(n / c.tile[1]) * batch;
-    f *= tiles / (Math.ceil(tiles / c.units) * c.units);
-  }
-  if (c.kOverhead) f *= k / (k + c.kOverhead);
-  return f;
+  if (!c.units || !c.tile) return 1;
+  const tiles = Math.ceil(m / c.tile[0]) * Math.ceil(n / c.tile[1]) * batch;
+  const work = c.kTile ? tiles * Math.ceil(k / c.kTile) : tiles;
+  return work / (Math.ceil(work / c.units) * c.units);
+}
+
+/** K-loop start-up: K / (K + kOverhead) (1 on chips without kOverhead). */
+function kLoop(hw: HardwareSpec, k: number): number {
+  return hw.compute.kOverhead ? k / (k + hw.compute.kOverhead) : 1;
+}
+
+export function shapeFactor(hw: HardwareSpec, m: number, n: number, k: number, batch: number): number {
+  return waveQuantization(hw, m, n, k, batch) * kLoop(hw, k);
+}
+
+/**
+ * Rate (TFLOP/s) of a fused attention op from the chip's measured attention table, or undefined when the chip
+ * has none for this precision: the entry of the nearest head dim (by ratio), forward or backward, scaled by
+ * shape(op) / kLoop(seqLen) (the measurement's own quantization is taken as 1: it ran many waves).
+ */
+export function attentionRate(o: OpSpec, hw: HardwareSpec, precision: StepGraph['meta']['precision']): number | undefined {
+  const a = hw.compute.attention;
+  const table = a?.tflops[precision];
+  if (!a || !table || o.kind !== 'attention' || o.matmulFlops <= 0 || !o.gemm) return undefined;
+  const hd = o.gemm.n;
+  let best = '';
+  for (const k of Object.keys(table)) if (!best || Math.abs(Math.log(Number(k) / hd)) < Math.abs(Math.log(Number(best) / hd))) best = k;
+  const [fwd, bwd] = table[best]!;
+  const g = o.gemm;
+  return (o.phase === 'backward' ? bwd : fwd) * (shapeFactor(hw, g.m, g.n, g.k, g.batch) / kLoop(hw, a.seqLen));
 }
 
 export function opCost(o: OpSpec, hw: HardwareSpec, precision: StepGraph['meta']['precision']): { computeSeconds: number; onChipBytes: number } {
   const peak = hw.compute.matmulTflops[precision];
   const base = hw.compute.matmulEfficiency[precision];
   if (peak === undefined || base === undefined) throw new ConfigError(`hardware ${hw.name} has no compute.matmulTflops.${precision}`);
+  const att = attentionRate(o, hw, precision);
+  // measured fused attention: its own rate; softmax FLOPs and operand re-reads are inside the measured kernel time
+  if (att !== undefined) return { computeSeconds: o.matmulFlops / (att * 1e12), onChipBytes: o.bytesRead + o.bytesWritten };
   let compute = (o.flops - o.matmulFlops) / (hw.compute.vectorTflops * 1e12);
   let onChip = o.bytesRead + o.bytesWritten;
   if (o.matmulFlops > 0) {

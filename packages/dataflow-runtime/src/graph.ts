@@ -12,6 +12,28 @@
  * Precision: fp32 and tf32 keep every tensor in 4 bytes; bf16 is mixed precision as under autocast:
  * fp32 master weights, gradients and AdamW moments, a per-step bf16 copy of each matmul weight (a
  * cast op), and 2-byte activations.
+ *
+ * `eager: true` builds the ops PyTorch eager mode actually launches for the same step (one op = one CUDA
+ * kernel), as listed by torch.profiler for tools/device/pytorch_gpt_step.py on the device H100
+ * (torch 2.11; the kernel list, not the kernel times, was used). Beyond the fused graph above it adds:
+ *  - LayerNorm backward as two kernels (grad-input, then gamma/beta), each reading dy and x;
+ *  - the backward of `qkv.split` + head view/transpose: a cat of dq, dk, dv into [B·T, 3d];
+ *  - attention helpers per SDPA path: bf16 runs the flash kernel (cuDNN on sm90), whose backward
+ *    needs delta = rowsum(dO·O) (one kernel) and accumulates dq in fp32 then converts it (one kernel);
+ *    fp32/tf32 inputs cannot use flash kernels, SDPA runs the memory-efficient (CUTLASS) kernel, whose
+ *    backward computes delta with two ATen kernels (a multiply writing [B·T, d] and a row sum);
+ *  - cross-entropy as log_softmax + nll_loss in fp32: log_softmax over rows of V = 50,304 fp32
+ *    (201 KB, more than a block's shared memory) makes three passes over its input (max, sum of exp,
+ *    write), its backward reads the incoming gradient twice (row sum, then write) and the output once;
+ *    nll_loss's backward fills a zero [B·T, V] gradient and scatters into it;
+ *  - the embedding backward fills a zero [V, d] gradient before scattering rows; with tied embeddings
+ *    the head's and the embedding's gradients are then added (AccumulateGrad);
+ *  - under bf16 autocast (autocast op lists: linear and SDPA run in bf16, layer_norm, log_softmax and
+ *    embedding in fp32, add promotes): the residual stream, embeddings and LayerNorm inputs/outputs are
+ *    fp32; each LayerNorm output is cast to bf16 before its matmul (and the gradient cast back), each
+ *    bias is cast like its weight, the residual add's gradient is cast to bf16 for the bf16 branch,
+ *    weight and bias gradients come out of the matmul/row-sum in bf16 and are cast to the fp32
+ *    master's dtype, and `logits.float()` copies the [B·T, V] logits to fp32 (its gradient is cast back).
  */
 import type { GptShape } from './model.js';
 import { ConfigError, parameterCount } from './model.js';
@@ -32,6 +54,8 @@ export interface GraphOptions {
   sparsity?: number;
   /** unstructured (default) | block:B | nm:N:M | dense */
   sparsityPattern?: string;
+  /** The ops PyTorch eager launches (extra casts, copies, fills, helper kernels; see the file comment). Default false. */
+  eager?: boolean;
 }
 
 type Ref = string | [string, number];
@@ -103,6 +127,10 @@ export function buildStepGraph(model: GptShape, opts: GraphOptions): StepGraph {
   const wc: DType = prec === 'bf16' ? 'bf16' : prec;
   const b = new Builder();
   const causal = (T + 1) / (2 * T);
+  const eager = opts.eager ?? false;
+  /** Eager bf16 autocast: residual stream, embeddings and LayerNorm in fp32, casts around each bf16 matmul. */
+  const autocast = eager && prec === 'bf16';
+  const rs: DType = autocast ? 'fp32' : act;
 
   // ---- parameters: master weight, optional compute copy, gradient, moments ----
   interface Param { name: string; rows: number; cols: number; masked: boolean; kept: number; w: string; idx?: string; wcId?: string; g: string; m: string; v: string }
@@ -158,47 +186,72 @@ export function buildStepGraph(model: GptShape, opts: GraphOptions): StepGraph {
     return refs;
   };
   const sparseOf = (p: Param) => (p.masked ? { sparse: { density: rho, pattern: patternName(pattern) } } : {});
+  /** Eager autocast: a cast op of one tensor to `dtype` (1 FLOP per element); otherwise the tensor itself. */
+  const castTo = (x: string, dtype: DType, id: string, phase: Phase, layer: number | null, tiled = true): string => {
+    const t = b.tensors.get(x)!;
+    if (!autocast || t.dtype === dtype) return x;
+    const y = b.t(id, t.shape, dtype, t.role === 'weight' ? 'weight-compute' : t.role, t.perRow, (t.bytes / DTYPE_BYTES[t.dtype]) * DTYPE_BYTES[dtype]);
+    b.op(`cast ${id}`, 'cast', phase, layer, [x], [y], t.bytes / DTYPE_BYTES[t.dtype], 0, { tiled });
+    return y;
+  };
+  /** The bias a matmul reads: eager autocast casts it to bf16 like the weight (once per step). */
+  const mmBias = (bias: Param, layer: number): string => castTo(bias.w, 'bf16', `Bc:${bias.name}`, 'forward', layer, false);
+  /** A parameter gradient produced in bf16 under eager autocast and cast to the fp32 master's dtype (or written directly). */
+  const gradOut = (gId: string, elements: number, layer: number, write: (g: string) => void) => {
+    if (!autocast) return write(gId);
+    const t = b.tensors.get(gId)!;
+    const gc = b.t(`${gId}.bf16`, t.shape, 'bf16', 'gradient', false, t.bytes / 2);
+    write(gc);
+    b.op(`cast ${gId}`, 'cast', 'backward', layer, [gc], [gId], elements, 0, { tiled: false });
+  };
 
   /** Y[BT,n] = X[BT,k]·W[k,n] + bias. */
   const linear = (name: string, layer: number, x: string, p: Param, bias: Param, y: string) => {
     const mm = 2 * BT * p.rows * p.cols * (p.masked ? rho : 1);
-    b.op(name, 'matmul', 'forward', layer, [x, ...mmWeight(p, layer), bias.w], [y], mm + BT * p.cols, mm, { gemm: { m: BT, n: p.cols, k: p.rows, batch: 1 }, ...sparseOf(p) });
+    const w = mmWeight(p, layer);
+    const bw = mmBias(bias, layer);
+    b.op(name, 'matmul', 'forward', layer, [x, ...w, bw], [y], mm + BT * p.cols, mm, { gemm: { m: BT, n: p.cols, k: p.rows, batch: 1 }, ...sparseOf(p) });
   };
   /** dX = dY·Wᵀ, dW = Xᵀ·dY (kept positions only), db = Σ dY. */
   const linearBwd = (name: string, layer: number, x: string, p: Param, bias: Param, dy: string, dx: string | null) => {
     const mm = 2 * BT * p.rows * p.cols * (p.masked ? rho : 1);
     if (dx) b.op(`${name} dX`, 'matmul', 'backward', layer, [dy, ...mmWeight(p, layer)], [dx], mm, mm, { gemm: { m: BT, n: p.rows, k: p.cols, batch: 1 }, ...sparseOf(p) });
-    b.op(`${name} dW`, 'matmul', 'backward', layer, [x, dy, ...(p.idx ? [p.idx] : [])], [p.g], mm, mm, { gemm: { m: p.rows, n: p.cols, k: BT, batch: 1 }, ...sparseOf(p) });
-    b.op(`${name} db`, 'reduce', 'backward', layer, [dy], [bias.g], BT * p.cols);
+    gradOut(p.g, p.kept, layer, (g) => b.op(`${name} dW`, 'matmul', 'backward', layer, [x, dy, ...(p.idx ? [p.idx] : [])], [g], mm, mm, { gemm: { m: p.rows, n: p.cols, k: BT, batch: 1 }, ...sparseOf(p) }));
+    gradOut(bias.g, bias.kept, layer, (g) => b.op(`${name} db`, 'reduce', 'backward', layer, [dy], [g], BT * p.cols));
   };
   const ln = (name: string, layer: number, x: string, w: Param, bb: Param, y: string, stats: string) =>
     b.op(name, 'layernorm', 'forward', layer, [x, w.w, bb.w], [y, stats], 8 * BT * d);
-  const lnBwd = (name: string, layer: number, dy: string, x: string, stats: string, w: Param, bb: Param, dx: string) =>
-    b.op(`${name} bwd`, 'layernorm', 'backward', layer, [dy, x, stats, w.w], [dx, w.g, bb.g], 16 * BT * d);
+  /** LayerNorm backward: one fused op, or eager's two kernels (grad-input 12 FLOPs/element; gamma/beta 4), each reading dy and x. */
+  const lnBwd = (name: string, layer: number, dy: string, x: string, stats: string, w: Param, bb: Param, dx: string) => {
+    if (!eager) return b.op(`${name} bwd`, 'layernorm', 'backward', layer, [dy, x, stats, w.w], [dx, w.g, bb.g], 16 * BT * d);
+    b.op(`${name} bwd dX`, 'layernorm', 'backward', layer, [dy, x, stats, w.w], [dx], 12 * BT * d);
+    return b.op(`${name} bwd dW`, 'layernorm', 'backward', layer, [dy, x, stats], [w.g, bb.g], 4 * BT * d);
+  };
 
   // ---- forward ----
   const ids = b.t('ids', [B, Tin], 'int32', 'input', true);
   const labels = b.t('labels', [BT, K], 'int32', 'input', true);
-  const emb = b.t('emb', [B, Tin, d], act, 'activation', true);
+  const emb = b.t('emb', [B, Tin, d], rs, 'activation', true);
   b.op('embedding', 'embedding', 'forward', -1, [ids, [tok.w, B * Tin * d * 4]], [emb], 0);
   let x = emb;
   if (K > 1) {
-    x = b.t('patch_emb', [B, T, d], act, 'activation', true);
+    x = b.t('patch_emb', [B, T, d], rs, 'activation', true);
     b.op('patch-average', 'patch-average', 'forward', -1, [emb], [x], B * Tin * d);
   }
   let hcur = x;
   if (pos) {
-    hcur = A('h0', d);
+    hcur = A('h0', d, rs);
     b.op('add positions', 'elementwise', 'forward', -1, [x, [pos.w, T * d * 4]], [hcur], BT * d);
   }
   const saved: { h: string; a1: string; s1: string; qkv: string; att: string; lse: string; h1: string; m: string; s2: string; f: string; g: string }[] = [];
   for (let i = 0; i < L; i++) {
     const P = blocks[i]!;
     const n = (s: string) => `L${i}.${s}`;
-    const a1 = A(n('ln1'), d), s1 = b.t(n('ln1.stats'), [BT, 2], 'fp32', 'activation', true);
+    const a1 = A(n('ln1'), d, rs), s1 = b.t(n('ln1.stats'), [BT, 2], 'fp32', 'activation', true);
     ln(n('ln1'), i, hcur, P.ln1w!, P.ln1b!, a1, s1);
+    const a1c = castTo(a1, 'bf16', n('ln1.bf16'), 'forward', i);
     let qkv = A(n('qkv'), 3 * d);
-    linear(n('qkv'), i, a1, P.qkv!, P.qkvb!, qkv);
+    linear(n('qkv'), i, a1c, P.qkv!, P.qkvb!, qkv);
     if (model.positions === 'rotary') {
       const r = A(n('qkv.rope'), 3 * d);
       b.op(n('rotary'), 'elementwise', 'forward', i, [qkv], [r], 6 * BT * d);
@@ -208,78 +261,135 @@ export function buildStepGraph(model: GptShape, opts: GraphOptions): StepGraph {
     b.op(n('attention'), 'attention', 'forward', i, [qkv], [att, lse], (4 * B * T * T * d + 5 * B * h * T * T) * causal, 4 * B * T * T * d * causal, { gemm: { m: T, n: hd, k: T, batch: B * h } });
     const p1 = A(n('proj'), d);
     linear(n('proj'), i, att, P.proj!, P.projb!, p1);
-    const h1 = A(n('h1'), d);
+    const h1 = A(n('h1'), d, rs);
     b.op(n('residual1'), 'elementwise', 'forward', i, [hcur, p1], [h1], BT * d);
-    const m = A(n('ln2'), d), s2 = b.t(n('ln2.stats'), [BT, 2], 'fp32', 'activation', true);
+    const m = A(n('ln2'), d, rs), s2 = b.t(n('ln2.stats'), [BT, 2], 'fp32', 'activation', true);
     ln(n('ln2'), i, h1, P.ln2w!, P.ln2b!, m, s2);
+    const mc = castTo(m, 'bf16', n('ln2.bf16'), 'forward', i);
     const f = A(n('fc'), dff);
-    linear(n('fc'), i, m, P.fc!, P.fcb!, f);
+    linear(n('fc'), i, mc, P.fc!, P.fcb!, f);
     const g = A(n('gelu'), dff);
     b.op(n('gelu'), 'elementwise', 'forward', i, [f], [g], 8 * BT * dff);
     const p2 = A(n('mlp.proj'), d);
     linear(n('mlp.proj'), i, g, P.pr2!, P.pr2b!, p2);
-    const h2 = A(n('h2'), d);
+    const h2 = A(n('h2'), d, rs);
     b.op(n('residual2'), 'elementwise', 'forward', i, [h1, p2], [h2], BT * d);
-    saved.push({ h: hcur, a1, s1, qkv, att, lse, h1, m, s2, f, g });
+    saved.push({ h: hcur, a1: a1c, s1, qkv, att, lse, h1, m: mc, s2, f, g });
     hcur = h2;
   }
-  const fOut = A('ln_f', d), sf = b.t('ln_f.stats', [BT, 2], 'fp32', 'activation', true);
+  const fOut = A('ln_f', d, rs), sf = b.t('ln_f.stats', [BT, 2], 'fp32', 'activation', true);
   ln('ln_f', L, hcur, lnfw, lnfb, fOut, sf);
+  const fOutC = castTo(fOut, 'bf16', 'ln_f.bf16', 'forward', L);
   const logits = A('logits', V);
   const hp = head ?? tok;
   const headMm = 2 * BT * d * V;
-  b.op('lm head', 'matmul', 'forward', L, [fOut, ...mmWeight(hp, L)], [logits], headMm, headMm, { gemm: { m: BT, n: V, k: d, batch: 1 } });
+  b.op('lm head', 'matmul', 'forward', L, [fOutC, ...mmWeight(hp, L)], [logits], headMm, headMm, { gemm: { m: BT, n: V, k: d, batch: 1 } });
   const loss = b.t('loss', [1], 'fp32', 'scalar', false);
-  const lseLoss = b.t('loss.lse', [BT], 'fp32', 'activation', true);
-  b.op('cross-entropy', 'loss', 'forward', L, [logits, labels], [loss, lseLoss], 4 * BT * V + K * BT);
+  let lseLoss = '', logp = '';
+  if (!eager) {
+    lseLoss = b.t('loss.lse', [BT], 'fp32', 'activation', true);
+    b.op('cross-entropy', 'loss', 'forward', L, [logits, labels], [loss, lseLoss], 4 * BT * V + K * BT);
+  } else {
+    // F.cross_entropy(logits.float()) in eager: (cast to fp32 under autocast), log_softmax with three passes over its input, nll_loss gathering K·BT values
+    const l32 = castTo(logits, 'fp32', 'logits.fp32', 'forward', L);
+    logp = A('logp', V, 'fp32');
+    b.op('log-softmax', 'loss', 'forward', L, [[l32, 3 * b.tensors.get(l32)!.bytes]], [logp], 4 * BT * V);
+    b.op('nll-loss', 'loss', 'forward', L, [[logp, K * BT * 4], labels], [loss], K * BT);
+  }
 
   // ---- backward ----
-  const dlogits = A('d.logits', V);
-  b.op('cross-entropy bwd', 'loss', 'backward', L, [logits, lseLoss, labels], [dlogits], 3 * BT * V + K * BT);
-  const dfOut = A('d.ln_f', d);
+  let dlogits: string;
+  if (!eager) {
+    dlogits = A('d.logits', V);
+    b.op('cross-entropy bwd', 'loss', 'backward', L, [logits, lseLoss, labels], [dlogits], 3 * BT * V + K * BT);
+  } else {
+    const dlogp = A('d.logp', V, 'fp32');
+    // nll_loss backward: fills a zero [BT, V] fp32 gradient and scatters -1/N at the labels (two kernels, one op here)
+    b.op('nll-loss bwd', 'loss', 'backward', L, [labels], [dlogp], K * BT);
+    const dl32 = A(autocast ? 'd.logits.fp32' : 'd.logits', V, autocast ? 'fp32' : act);
+    // log_softmax backward: row sum of the incoming gradient, then a pass reading it again with the output
+    b.op('log-softmax bwd', 'loss', 'backward', L, [[dlogp, 2 * b.tensors.get(dlogp)!.bytes], logp], [dl32], 3 * BT * V);
+    dlogits = castTo(dl32, 'bf16', 'd.logits', 'backward', L);
+  }
+  const dfOutC = A(autocast ? 'd.ln_f.bf16' : 'd.ln_f', d);
   const headG = head ? head.g : b.t('G:tok_emb.weight.head', [V, d], 'fp32', 'gradient', false);
-  b.op('lm head dX', 'matmul', 'backward', L, [dlogits, ...mmWeight(hp, L)], [dfOut], headMm, headMm, { gemm: { m: BT, n: d, k: V, batch: 1 } });
-  b.op('lm head dW', 'matmul', 'backward', L, [dlogits, fOut], [headG], headMm, headMm, { gemm: { m: V, n: d, k: BT, batch: 1 } });
-  let dh = A('d.h_out', d);
+  b.op('lm head dX', 'matmul', 'backward', L, [dlogits, ...mmWeight(hp, L)], [dfOutC], headMm, headMm, { gemm: { m: BT, n: d, k: V, batch: 1 } });
+  gradOut(headG, V * d, L, (gId) => b.op('lm head dW', 'matmul', 'backward', L, [dlogits, fOutC], [gId], headMm, headMm, { gemm: { m: V, n: d, k: BT, batch: 1 } }));
+  const dfOut = castTo(dfOutC, 'fp32', 'd.ln_f', 'backward', L);
+  let dh = A('d.h_out', d, rs);
   lnBwd('ln_f', L, dfOut, hcur, sf, lnfw, lnfb, dh);
   for (let i = L - 1; i >= 0; i--) {
     const P = blocks[i]!, S = saved[i]!;
     const n = (s: string) => `L${i}.${s}`;
+    // autocast: the fp32 residual add passes its gradient to the bf16 branch through a cast
+    const dp2 = castTo(dh, 'bf16', n('d.mlp.proj'), 'backward', i);
     const dg = A(n('d.gelu'), dff);
-    linearBwd(n('mlp.proj'), i, S.g, P.pr2!, P.pr2b!, dh, dg);
+    linearBwd(n('mlp.proj'), i, S.g, P.pr2!, P.pr2b!, dp2, dg);
     const df = A(n('d.fc'), dff);
     b.op(n('gelu bwd'), 'elementwise', 'backward', i, [dg, S.f], [df], 16 * BT * dff);
-    const dm = A(n('d.ln2'), d);
-    linearBwd(n('fc'), i, S.m, P.fc!, P.fcb!, df, dm);
-    const dh1a = A(n('d.h1.ln2'), d);
+    const dmC = A(autocast ? n('d.ln2.bf16') : n('d.ln2'), d);
+    linearBwd(n('fc'), i, S.m, P.fc!, P.fcb!, df, dmC);
+    const dm = castTo(dmC, 'fp32', n('d.ln2'), 'backward', i);
+    const dh1a = A(n('d.h1.ln2'), d, rs);
     lnBwd(n('ln2'), i, dm, S.h1, S.s2, P.ln2w!, P.ln2b!, dh1a);
-    const dh1 = A(n('d.h1'), d);
+    const dh1 = A(n('d.h1'), d, rs);
     b.op(n('residual1 bwd'), 'elementwise', 'backward', i, [dh, dh1a], [dh1], BT * d);
+    const dp1 = castTo(dh1, 'bf16', n('d.proj'), 'backward', i);
     const datt = A(n('d.attn'), d);
-    linearBwd(n('proj'), i, S.att, P.proj!, P.projb!, dh1, datt);
+    linearBwd(n('proj'), i, S.att, P.proj!, P.projb!, dp1, datt);
     let dqkv = A(n('d.qkv'), 3 * d);
-    b.op(n('attention bwd'), 'attention', 'backward', i, [S.qkv, S.att, S.lse, datt], [dqkv], (10 * B * T * T * d + 4 * B * h * T * T) * causal, 10 * B * T * T * d * causal, { gemm: { m: T, n: hd, k: T, batch: B * h } });
+    const attBwdFlops = (10 * B * T * T * d + 4 * B * h * T * T) * causal, attBwdMm = 10 * B * T * T * d * causal;
+    const attGemm = { gemm: { m: T, n: hd, k: T, batch: B * h } };
+    if (!eager) {
+      b.op(n('attention bwd'), 'attention', 'backward', i, [S.qkv, S.att, S.lse, datt], [dqkv], attBwdFlops, attBwdMm, attGemm);
+    } else {
+      const delta = b.t(n('attn.delta'), [B, h, T], 'fp32', 'activation', true);
+      const dq = A(n('d.q'), d), dk = A(n('d.k'), d), dv = A(n('d.v'), d);
+      if (act === 'bf16') {
+        // flash path (cuDNN on sm90): delta = rowsum(dO·O); dq accumulated in fp32, then converted
+        b.op(n('attention bwd delta'), 'attention', 'backward', i, [datt, S.att], [delta], 2 * BT * d);
+        const dqAcc = A(n('d.q.fp32'), d, 'fp32');
+        b.op(n('attention bwd'), 'attention', 'backward', i, [S.qkv, S.att, S.lse, datt, delta], [dqAcc, dk, dv], attBwdFlops, attBwdMm, attGemm);
+        b.op(n('attention bwd convert dq'), 'attention', 'backward', i, [dqAcc], [dq], BT * d);
+      } else {
+        // memory-efficient path (fp32 inputs): delta by two ATen kernels, (dO * O) then a row sum
+        const prod = A(n('attn.dO*O'), d);
+        b.op(n('attention bwd delta mul'), 'attention', 'backward', i, [datt, S.att], [prod], BT * d);
+        b.op(n('attention bwd delta sum'), 'attention', 'backward', i, [prod], [delta], BT * d);
+        b.op(n('attention bwd'), 'attention', 'backward', i, [S.qkv, S.att, S.lse, datt, delta], [dq, dk, dv], attBwdFlops, attBwdMm, attGemm);
+      }
+      // backward of qkv.split(d) + the head view/transpose: one cat of dq, dk, dv into [BT, 3d]
+      b.op(n('qkv split bwd'), 'elementwise', 'backward', i, [dq, dk, dv], [dqkv], 0);
+    }
     if (model.positions === 'rotary') {
       const r = A(n('d.qkv.rope'), 3 * d);
       b.op(n('rotary bwd'), 'elementwise', 'backward', i, [dqkv], [r], 6 * BT * d);
       dqkv = r;
     }
-    const da1 = A(n('d.ln1'), d);
-    linearBwd(n('qkv'), i, S.a1, P.qkv!, P.qkvb!, dqkv, da1);
-    const dha = A(n('d.h.ln1'), d);
+    const da1C = A(autocast ? n('d.ln1.bf16') : n('d.ln1'), d);
+    linearBwd(n('qkv'), i, S.a1, P.qkv!, P.qkvb!, dqkv, da1C);
+    const da1 = castTo(da1C, 'fp32', n('d.ln1'), 'backward', i);
+    const dha = A(n('d.h.ln1'), d, rs);
     lnBwd(n('ln1'), i, da1, S.h, S.s1, P.ln1w!, P.ln1b!, dha);
-    const dhn = A(n('d.h'), d);
+    const dhn = A(n('d.h'), d, rs);
     b.op(n('residual0 bwd'), 'elementwise', 'backward', i, [dh1, dha], [dhn], BT * d);
     dh = dhn;
   }
   if (pos) b.op('positions bwd', 'reduce', 'backward', -1, [dh], [[pos.g, T * d * 4]], BT * d);
   let demb = dh;
   if (K > 1) {
-    demb = b.t('d.emb', [B, Tin, d], act, 'activation', true);
+    demb = b.t('d.emb', [B, Tin, d], rs, 'activation', true);
     b.op('patch-average bwd', 'patch-average', 'backward', -1, [dh], [demb], B * Tin * d);
   }
   const rows = B * Tin * d * 4;
-  b.op('embedding bwd', 'embedding', 'backward', -1, [demb, ids, ...(head ? [] : [[headG, rows] as Ref])], [[tok.g, head ? V * d * 4 + rows : rows]], B * Tin * d);
+  if (!eager) {
+    b.op('embedding bwd', 'embedding', 'backward', -1, [demb, ids, ...(head ? [] : [[headG, rows] as Ref])], [[tok.g, head ? V * d * 4 + rows : rows]], B * Tin * d);
+  } else {
+    // embedding_dense_backward: a zero [V, d] fp32 gradient, then the gathered rows scattered into it; tied: AccumulateGrad adds the head's gradient
+    const gEmb = head ? tok.g : b.t('G:tok_emb.weight.emb', [V, d], 'fp32', 'gradient', false);
+    b.op('embedding bwd', 'embedding', 'backward', -1, [demb, ids], [[gEmb, V * d * 4 + rows]], B * Tin * d);
+    if (!head) b.op('tied gradient accumulate', 'elementwise', 'backward', -1, [headG, gEmb], [tok.g], V * d, 0, { tiled: false });
+  }
 
   // ---- optimizer: global-norm clipping, AdamW ----
   const all = [...params.values()];
@@ -301,7 +411,7 @@ export function buildStepGraph(model: GptShape, opts: GraphOptions): StepGraph {
   const modelFlops = accum * 3 * BT * (2 * matmulParams + L * 4 * T * d);
   return {
     meta: {
-      model, batch: B, gradAccum: accum, positions: T, tokensPerRow: Tin, patchSize: K, precision: prec, sparsity: 1 - rho, sparsityPattern: patternName(pattern),
+      model, batch: B, gradAccum: accum, positions: T, tokensPerRow: Tin, patchSize: K, precision: prec, eager, sparsity: 1 - rho, sparsityPattern: patternName(pattern),
       parameters: nParams, keptParameters: keptTotal, modelFlops, executedFlops,
     },
     tensors: [...b.tensors.values()],

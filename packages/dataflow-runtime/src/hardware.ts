@@ -18,6 +18,18 @@ export interface HardwareSpec {
     tile?: [number, number];
     /** GPUs: K-loop start-up cost in K elements (efficiency K / (K + kOverhead)). */
     kOverhead?: number;
+    /**
+     * GPUs: K depth of one MAC-loop iteration. When set, wave quantization counts work in tiles × K-iterations,
+     * as stream-K / split-K GEMM kernels spread it over the SMs (cuBLAS on sm80/sm90), instead of whole tiles.
+     */
+    kTile?: number;
+    /**
+     * GPUs: measured rate of the fused attention kernel (scaled_dot_product_attention, causal) by precision and
+     * head dimension, [forward, backward] TFLOP/s on its matmul FLOPs (4·B·T²·d·(T+1)/2T forward, 2.5× that
+     * backward), kernel time only, at sequence length `seqLen`. Absent (or no entry for the precision): attention
+     * runs at the GEMM rate like any matmul. See execute.ts for how other head dims and lengths are scaled.
+     */
+    attention?: { seqLen: number; tflops: Partial<Record<Precision, Record<string, [number, number]>>> };
   };
   onChip: { capacityBytes: number; bandwidthBytesPerSecond: number };
   offChip: { capacityBytes: number; bandwidthBytesPerSecond: number; /** achievable fraction */ efficiency: number };
@@ -66,6 +78,24 @@ export function validateHardware(o: unknown): HardwareSpec {
   num(h, 'compute.vectorTflops');
   num(h, 'compute.units', { optional: true });
   num(h, 'compute.kOverhead', { optional: true, min: 0 });
+  num(h, 'compute.kTile', { optional: true, min: 1 });
+  const att = (h.compute as Record<string, unknown>).attention;
+  if (att !== undefined) {
+    if (typeof att !== 'object' || att === null) throw new ConfigError('hardware compute.attention must be an object {"seqLen": T, "tflops": {...}}');
+    num(h, 'compute.attention.seqLen', { min: 1 });
+    const tf = (att as Record<string, unknown>).tflops;
+    if (typeof tf !== 'object' || tf === null) throw new ConfigError('hardware compute.attention.tflops must be an object like {"bf16": {"128": [forward, backward]}}');
+    for (const [prec, byHd] of Object.entries(tf)) {
+      if (!['fp32', 'tf32', 'bf16'].includes(prec)) throw new ConfigError(`hardware compute.attention.tflops.${prec}: unknown precision (fp32, tf32, bf16)`);
+      if (typeof byHd !== 'object' || byHd === null || Object.keys(byHd).length === 0) throw new ConfigError(`hardware compute.attention.tflops.${prec} must map head dims to [forward, backward] TFLOP/s`);
+      for (const [hd, v] of Object.entries(byHd)) {
+        if (!/^[1-9][0-9]*$/.test(hd)) throw new ConfigError(`hardware compute.attention.tflops.${prec}.${hd}: the key must be a head dimension (an integer)`);
+        if (!(Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > 0))) {
+          throw new ConfigError(`hardware compute.attention.tflops.${prec}.${hd} must be [forward, backward] TFLOP/s > 0, got ${JSON.stringify(v)}`);
+        }
+      }
+    }
+  }
   const tile = (h.compute as Record<string, unknown>).tile;
   if (tile !== undefined && !(Array.isArray(tile) && tile.length === 2 && tile.every((x) => typeof x === 'number' && x >= 1))) {
     throw new ConfigError(`hardware compute.tile must be [rows, cols], got ${JSON.stringify(tile)}`);
@@ -99,4 +129,12 @@ export function numericPaths(o: unknown, prefix = ''): string[] {
   if (Array.isArray(o)) return o.some((x) => typeof x === 'number') ? [prefix] : [];
   if (typeof o !== 'object' || o === null) return [];
   return Object.entries(o).flatMap(([k, v]) => (k === 'sources' && !prefix ? [] : numericPaths(v, prefix ? `${prefix}.${k}` : k)));
+}
+
+/**
+ * Whether a simulation of `mode` on this chip should build the eager op graph (GraphOptions.eager): KBK on a chip
+ * whose KBK mode is one op per kernel (execution.kbkFusion "none", i.e. PyTorch eager on a GPU).
+ */
+export function eagerKbk(hw: HardwareSpec, mode: 'kbk' | 'dataflow'): boolean {
+  return mode === 'kbk' && hw.execution.kbkFusion === 'none';
 }

@@ -94,6 +94,8 @@ export interface GraphMeta {
   tokensPerRow: number;
   patchSize: number;
   precision: Precision;
+  /** The graph holds the ops PyTorch eager launches (GraphOptions.eager), not the fused step. */
+  eager: boolean;
   sparsity: number;
   sparsityPattern: string;
   parameters: number;

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { paramSpecs } from '@patchflow/trainer';
 import {
-  ConfigError, type GptShape, type HardwareSpec, buildStepGraph, footprint, fuse, graphToJson, indexBytes, memoryProfile, pipeline, plan, resolveModel, simulate, validateHardware,
+  ConfigError, type GptShape, type HardwareSpec, attentionRate, buildStepGraph, eagerKbk, footprint, fuse, graphToJson, indexBytes, memoryProfile, opCost, pipeline, plan, resolveModel, simulate, validateHardware,
 } from '../src/index.js';
 
 const HW_DIR = new URL('../../backend-rdu-sim/hw/', import.meta.url);
@@ -197,6 +197,127 @@ describe('execution models', () => {
   });
 });
 
+describe('PyTorch eager graph (GraphOptions.eager)', () => {
+  const BT = 8, d = 8, V = 16, dff = 32, B = 2, T = 4;
+  const gb = buildStepGraph(TINY, { batch: 2, precision: 'bf16', eager: true });
+  const gf = buildStepGraph(TINY, { batch: 2, precision: 'fp32', eager: true });
+
+  it('autocast: LayerNorm output cast to bf16, fp32 residual add, bias and gradient casts', () => {
+    const c = op(gb, 'cast L0.ln1.bf16');
+    expect([c.bytesRead, c.bytesWritten, c.flops]).toEqual([4 * BT * d, 2 * BT * d, BT * d]);
+    expect(op(gb, 'L0.ln1').bytesWritten).toBe(4 * BT * d + 4 * 2 * BT); // fp32 output + stats
+    const r = op(gb, 'L0.residual1'); // fp32 stream + bf16 proj output -> fp32
+    expect([r.bytesRead, r.bytesWritten]).toEqual([4 * BT * d + 2 * BT * d, 4 * BT * d]);
+    const bc = op(gb, 'cast Bc:blocks.0.attn.qkv.bias');
+    expect([bc.bytesRead, bc.bytesWritten]).toEqual([4 * 3 * d, 2 * 3 * d]);
+    expect(op(gb, 'L0.qkv').reads.map((a) => a.tensor)).toEqual(['L0.ln1.bf16', 'Wc:blocks.0.attn.qkv.weight', 'Bc:blocks.0.attn.qkv.bias']);
+    expect(op(gb, 'L0.fc dW').bytesWritten).toBe(2 * d * dff); // dW comes out of the matmul in bf16 ...
+    const gc = op(gb, 'cast G:blocks.0.mlp.fc.weight'); // ... and is cast to the fp32 master's dtype
+    expect([gc.bytesRead, gc.bytesWritten]).toEqual([2 * d * dff, 4 * d * dff]);
+    const rc = op(gb, 'cast L0.d.mlp.proj'); // the residual's fp32 gradient cast for the bf16 branch
+    expect([rc.bytesRead, rc.bytesWritten]).toEqual([4 * BT * d, 2 * BT * d]);
+    // per layer 4 weight + 4 bias + 2 LN-output casts forward, 4 dW + 4 db + 2 LN-grad + 2 residual-grad casts backward;
+    // once: tied-embedding weight, ln_f output, logits.float() and their three backward casts (= the 270 cast/copy kernels profiled for GPT 124M)
+    expect(gb.ops.filter((o) => o.kind === 'cast').length).toBe(22 * 1 + 6);
+    expect(buildStepGraph(resolveModel('gpt-124m'), { batch: 1, seqLen: 64, precision: 'bf16', eager: true }).ops.filter((o) => o.kind === 'cast').length).toBe(22 * 12 + 6);
+    expect(gf.ops.filter((o) => o.kind === 'cast').length).toBe(0); // fp32: no autocast
+  });
+
+  it('cross-entropy as log_softmax (three passes over its input) + nll_loss, fp32', () => {
+    const ls = op(gf, 'log-softmax');
+    expect([ls.bytesRead, ls.bytesWritten]).toEqual([3 * 4 * BT * V, 4 * BT * V]);
+    const lb = op(gf, 'log-softmax bwd');
+    expect([lb.bytesRead, lb.bytesWritten]).toEqual([2 * 4 * BT * V + 4 * BT * V, 4 * BT * V]);
+    expect(op(gf, 'nll-loss bwd').bytesWritten).toBe(4 * BT * V); // zero fill of the [BT, V] gradient
+    const lf = op(gb, 'cast logits.fp32'); // autocast: logits.float()
+    expect([lf.bytesRead, lf.bytesWritten]).toEqual([2 * BT * V, 4 * BT * V]);
+  });
+
+  it('log_softmax kernel on the H100: its bytes at the copy bandwidth plus the kernel overhead', () => {
+    const g = buildStepGraph(resolveModel('gpt-124m'), { batch: 1, seqLen: 1024, precision: 'fp32', eager: true });
+    const u = simulate(g, hw('h100'), { mode: 'kbk' }).units.find((x) => x.id === 'log-softmax')!;
+    // 3 reads + 1 write of 1024 x 50,304 fp32 at 3.35 TB/s x 0.885 (= the measured 2,966 GB/s copy), + 4 us
+    expect(u.seconds).toBeCloseTo((16 * 1024 * 50304) / (3.35e12 * 0.885) + 4e-6, 9);
+    expect(u.bound).toBe('off-chip bandwidth');
+  });
+
+  it('attention helpers per SDPA path, the split backward cat, LayerNorm backward as two kernels', () => {
+    // fp32: memory-efficient kernel, delta = rowsum(dO * O) by two ATen kernels
+    expect(op(gf, 'L0.attention bwd delta mul').bytesRead).toBe(2 * 4 * BT * d);
+    expect(op(gf, 'L0.attention bwd delta sum').bytesWritten).toBe(4 * B * 2 * T);
+    expect(gf.ops.some((o) => o.id === 'L0.attention bwd convert dq')).toBe(false);
+    // bf16: flash kernel, one delta kernel, dq accumulated in fp32 then converted
+    const cv = op(gb, 'L0.attention bwd convert dq');
+    expect([cv.bytesRead, cv.bytesWritten]).toEqual([4 * BT * d, 2 * BT * d]);
+    expect(gb.ops.some((o) => o.id === 'L0.attention bwd delta mul')).toBe(false);
+    const cat = op(gf, 'L0.qkv split bwd');
+    expect([cat.bytesRead, cat.bytesWritten]).toEqual([3 * 4 * BT * d, 4 * BT * 3 * d]);
+    const dx = op(gf, 'L0.ln1 bwd dX'), dw = op(gf, 'L0.ln1 bwd dW');
+    expect(dx.bytesRead).toBe(4 * (BT * d + BT * d + 2 * BT + d)); // dy, x, stats, gamma
+    expect(dw.bytesRead).toBe(4 * (BT * d + BT * d + 2 * BT)); // dy, x, stats again
+    expect(dw.bytesWritten).toBe(4 * 2 * d);
+  });
+
+  it('embedding backward fills a zero [V, d] gradient; tied embeddings add the head gradient', () => {
+    expect(op(gf, 'embedding bwd').bytesWritten).toBe(4 * V * d + 4 * BT * d);
+    const acc = op(gf, 'tied gradient accumulate');
+    expect([acc.bytesRead, acc.bytesWritten]).toEqual([2 * 4 * V * d, 4 * V * d]);
+  });
+
+  it('the fused graph is unchanged without eager; KBK on a GPU is eager, DF and RDUs are not', () => {
+    const g = buildStepGraph(TINY, { batch: 2, precision: 'bf16' });
+    expect(g.meta.eager).toBe(false);
+    expect(g.ops.some((o) => o.id === 'log-softmax' || o.id.includes('bwd dX') && o.kind === 'layernorm')).toBe(false);
+    expect(eagerKbk(hw('h100'), 'kbk')).toBe(true);
+    expect(eagerKbk(hw('h100'), 'dataflow')).toBe(false);
+    expect(eagerKbk(hw('sn30'), 'kbk')).toBe(false);
+  });
+});
+
+describe('GPU cost effects', () => {
+  it('measured attention rate: fp32 takes the memory-efficient kernel rate at the nearest head dim', () => {
+    const h = hw('h100');
+    // no shape terms: the table rate itself
+    const flat: HardwareSpec = { ...h, compute: { ...h.compute, units: undefined, tile: undefined, kOverhead: undefined } };
+    const m64: GptShape = { vocabSize: 16, nLayer: 1, nHead: 2, dModel: 128, dFF: 512, seqLen: 256, positions: 'learned', tiedEmbeddings: true };
+    const g = buildStepGraph(m64, { batch: 2, precision: 'fp32' });
+    const fwd = op(g, 'L0.attention'), bwd = op(g, 'L0.attention bwd');
+    expect(opCost(fwd, flat, 'fp32').computeSeconds).toBeCloseTo(fwd.matmulFlops / 32.7e12, 15);
+    expect(opCost(bwd, flat, 'fp32').computeSeconds).toBeCloseTo(bwd.matmulFlops / 32.9e12, 15);
+    expect(opCost(fwd, flat, 'tf32').computeSeconds).toBeCloseTo(fwd.matmulFlops / 32.7e12, 15); // the TF32 flag does not change the kernel
+    expect(opCost(fwd, flat, 'bf16').computeSeconds).toBeCloseTo(fwd.matmulFlops / 399e12, 15);
+    // head dim 96 is nearer 128 than 64 by ratio
+    const g96 = buildStepGraph({ ...m64, dModel: 192 }, { batch: 2, precision: 'bf16' });
+    expect(attentionRate(op(g96, 'L0.attention'), flat, 'bf16')).toBe(535);
+    // no table (the A100 file): attention at the GEMM rate, as before
+    expect(attentionRate(fwd, hw('a100'), 'fp32')).toBeUndefined();
+  });
+
+  it('attention shape scaling on the H100: T 1024, head dim 64, 96 batch x heads', () => {
+    const g = buildStepGraph(resolveModel('gpt-124m'), { batch: 8, seqLen: 1024, precision: 'fp32' });
+    const o = op(g, 'L0.attention');
+    // tiles 8 x 1 x 96 = 768, x ceil(1024/64) = 16 K-iterations -> 12,288 work units over 132 SMs: 12,288 / (94 x 132);
+    // K-loop 1024/(1024+128) against the measurement's 2048/(2048+128)
+    const scale = (12288 / (94 * 132)) * (1024 / 1152) / (2048 / 2176);
+    expect(opCost(o, hw('h100'), 'fp32').computeSeconds).toBeCloseTo(o.matmulFlops / (32.7e12 * scale), 12);
+  });
+
+  it('GEMM wave quantization counts K-iterations (stream-K / split-K) when kTile is set', () => {
+    const h = hw('h100');
+    const g = buildStepGraph(resolveModel('gpt-124m'), { batch: 8, seqLen: 1024, precision: 'tf32' });
+    const o = op(g, 'L0.proj dW'); // 768 x 768 output, K = 8192
+    expect(o.gemm).toEqual({ m: 768, n: 768, k: 8192, batch: 1 });
+    const kl = 8192 / (8192 + 128);
+    // 36 tiles x 128 K-iterations = 4,608 units -> 35 waves of 132; reference 8192^3: 4,096 x 128 = 524,288 -> 3,972 waves
+    const eff = 0.811 * ((4608 / (35 * 132)) * kl) / ((524288 / (3972 * 132)) * kl);
+    expect(opCost(o, h, 'tf32').computeSeconds).toBeCloseTo(o.matmulFlops / (494.7e12 * eff), 12);
+    // whole-tile quantization (no kTile): 36 tiles on 132 SMs, reference 4,096 tiles in 32 waves
+    const classic: HardwareSpec = { ...h, compute: { ...h.compute, kTile: undefined } };
+    const effC = 0.811 * ((36 / 132) * kl) / ((4096 / (32 * 132)) * kl);
+    expect(opCost(o, classic, 'tf32').computeSeconds).toBeCloseTo(o.matmulFlops / (494.7e12 * effC), 12);
+  });
+});
+
 describe('bad input names the field', () => {
   it('hardware', () => {
     const h = JSON.parse(fs.readFileSync(new URL('sn30.json', HW_DIR), 'utf8'));
@@ -206,6 +327,11 @@ describe('bad input names the field', () => {
     h2.compute.matmulEfficiency.bf16 = 1.5;
     expect(() => validateHardware(h2)).toThrow(/compute\.matmulEfficiency\.bf16 must be <= 1/);
     expect(() => validateHardware(h2)).toThrow(ConfigError);
+    const h3 = JSON.parse(fs.readFileSync(new URL('h100.json', HW_DIR), 'utf8'));
+    h3.compute.attention.tflops.bf16['64'] = [399];
+    expect(() => validateHardware(h3)).toThrow(/compute\.attention\.tflops\.bf16\.64 must be \[forward, backward\]/);
+    h3.compute.attention.tflops.bf16 = { wide: [1, 2] };
+    expect(() => validateHardware(h3)).toThrow(/compute\.attention\.tflops\.bf16\.wide: the key must be a head dimension/);
   });
   it('model', () => {
     expect(() => resolveModel({ nLayer: 0, nHead: 2, dModel: 8, vocabSize: 16 })).toThrow(/model\.nLayer/);
