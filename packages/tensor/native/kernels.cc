@@ -25,6 +25,8 @@
 #include <immintrin.h>
 #endif
 
+#include "blocksparse.h"
+
 namespace pf {
 // gemm.cc: packed SGEMM, C[M,N] (+)= op(A) op(B), single-threaded (callers parallelise).
 void gemm_st(int M, int N, int K, const float* A, long lda, bool ta, const float* B, long ldb, bool tb, float* C,
@@ -931,6 +933,41 @@ static napi_value js_binary(napi_env env, napi_callback_info info) {
   });
 }
 
+// blockSparseMatMul(x, w, blockMask, y, M, K, N, b): y = x @ (w ⊙ expand(blockMask)) (blocksparse.cc)
+static void bs_dims(Args& a, size_t i, long& M, long& K, long& N, long& b) {
+  M = a.integer(i);
+  K = a.integer(i + 1);
+  N = a.integer(i + 2);
+  b = a.integer(i + 3);
+  if (b < 1 || K % b || N % b) throw Err("blockSparseMatMul: block size must be >= 1 and divide K and N");
+  if (M > INT32_MAX || K > INT32_MAX || N > INT32_MAX) throw Err("blockSparseMatMul: dimension too large");
+}
+
+static napi_value js_block_sparse(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args a(env, info, 8);
+    long M, K, N, b;
+    bs_dims(a, 4, M, K, N, b);
+    block_sparse_fwd(a.f32(0, (size_t)M * K), a.f32(1, (size_t)K * N), a.i32(2, (size_t)(K / b) * (N / b)),
+                     a.f32(3, (size_t)M * N), (int)M, (int)K, (int)N, (int)b, max_threads());
+  });
+}
+
+// blockSparseMatMulGrad(x, w, blockMask, dy, dx, dw, M, K, N, b[, parts]): parts (default 3) = 1: dx only,
+// 2: dw only (the other output is left untouched; for benchmarks), 3: both.
+static napi_value js_block_sparse_grad(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args a(env, info, 10);
+    long M, K, N, b;
+    bs_dims(a, 6, M, K, N, b);
+    const long parts = a.n > 10 && !a.isNull(10) ? a.integer(10) : 3;
+    if (parts < 1 || parts > 3) throw Err("blockSparseMatMulGrad: parts must be 1, 2 or 3");
+    block_sparse_bwd(a.f32(0, (size_t)M * K), a.f32(1, (size_t)K * N), a.i32(2, (size_t)(K / b) * (N / b)),
+                     a.f32(3, (size_t)M * N), (parts & 1) ? a.f32(4, (size_t)M * K) : nullptr,
+                     (parts & 2) ? a.f32(5, (size_t)K * N) : nullptr, (int)M, (int)K, (int)N, (int)b, max_threads());
+  });
+}
+
 static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     Args a(env, info, 1);
@@ -1005,6 +1042,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"transpose", pf::js_transpose},
       {"sum", pf::js_sum},
       {"binary", pf::js_binary},
+      {"blockSparseMatMul", pf::js_block_sparse},
+      {"blockSparseMatMulGrad", pf::js_block_sparse_grad},
       {"setThreads", pf::js_set_threads},
       {"info", pf::js_info},
   };

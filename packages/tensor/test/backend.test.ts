@@ -11,7 +11,7 @@ describe('cpu backend', () => {
     expect(info.threads).toBeGreaterThanOrEqual(1);
     expect(['avx512', 'avx2', 'scalar']).toContain(info.simd);
     const caps = cpuBackend.capabilities();
-    expect(caps.fusedOps).toHaveLength(4);
+    expect(caps.fusedOps).toHaveLength(5);
     expect(caps.notes?.join(' ')).toMatch(/native kernels loaded/);
     expect(caps.notes?.join(' ')).toMatch(/BatchMatMul/);
   });

@@ -10,8 +10,8 @@ import { gelu, layerNorm, causalAttention, crossEntropy, hasFusedKernel, setFuse
 beforeAll(async () => {
   await on('cpu', () => undefined);
   expect(nativeInfo().loaded, nativeInfo().reason).toBe(true);
-  for (const op of ['PfGelu', 'PfLayerNorm', 'PfCausalAttention', 'PfCrossEntropy'] as const) expect(hasFusedKernel(op)).toBe(true);
-  expect(cpuBackend.capabilities().fusedOps).toEqual(['PfGelu', 'PfLayerNorm', 'PfCausalAttention', 'PfCrossEntropy']);
+  for (const op of ['PfGelu', 'PfLayerNorm', 'PfCausalAttention', 'PfCrossEntropy', 'PfBlockSparseMatMul'] as const) expect(hasFusedKernel(op)).toBe(true);
+  expect(cpuBackend.capabilities().fusedOps).toEqual(['PfGelu', 'PfLayerNorm', 'PfCausalAttention', 'PfCrossEntropy', 'PfBlockSparseMatMul']);
 });
 
 /** Gradients of sum(w * f(inputs)) by tf.grads on the current backend. */

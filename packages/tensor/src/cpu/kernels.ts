@@ -4,6 +4,7 @@
  * and hands that array to the backend (no copies). Cases the addon does not cover (other dtypes,
  * exotic broadcasting, prelu) go to the stock tfjs-cpu kernel.
  */
+import { Buffer } from 'node:buffer';
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelSpec } from '../registry.js';
 import type { NativeAddon } from './native.js';
@@ -25,6 +26,16 @@ function f32(b: CpuBackendLike, t: tf.TensorInfo): Float32Array {
 function i32(b: CpuBackendLike, t: tf.TensorInfo): Int32Array {
   const v = b.data.get(t.dataId).values ?? b.readSync(t.dataId);
   return v instanceof Int32Array ? v : Int32Array.from(v as ArrayLike<number>);
+}
+
+/**
+ * A Float32Array of n elements that is NOT zero-filled: its own ArrayBuffer of exactly 4n bytes
+ * (Buffer.allocUnsafeSlow, never a pool slice). Only for native kernels that write every element of
+ * their output; skips the zero fill of `new Float32Array(n)` (~0.4 ms for 8 MB).
+ */
+function uninitF32(n: number): Float32Array {
+  const buf = Buffer.allocUnsafeSlow(n * 4);
+  return new Float32Array(buf.buffer, buf.byteOffset, n);
 }
 
 /** Calls the stock tfjs-cpu kernel of the same name (the fallback). */
@@ -286,6 +297,65 @@ function gatherKernel(): KernelSpec {
   };
 }
 
+/**
+ * Checks PfBlockSparseMatMul(Grad)'s inputs: float32 x [M,K], w [K,N] (and dy [M,N]), int32
+ * blockMask [K/b, N/b], integer blockSize b >= 1 dividing K and N. Returns [M, K, N, b].
+ */
+function blockSparseDims(kernel: string, x: tf.TensorInfo, w: tf.TensorInfo, mask: tf.TensorInfo, b: unknown, dy?: tf.TensorInfo): [number, number, number, number] {
+  const s = (t: tf.TensorInfo) => `[${t.shape.join(',')}]`;
+  if (!x || !w || !mask) throw new Error(`${kernel}: inputs x, w and blockMask are required`);
+  if (x.dtype !== 'float32' || w.dtype !== 'float32') throw new Error(`${kernel}: x and w must be float32 (got ${x.dtype}, ${w.dtype})`);
+  if (mask.dtype !== 'int32') throw new Error(`${kernel}: blockMask must be int32 (got ${mask.dtype})`);
+  if (x.shape.length !== 2 || w.shape.length !== 2 || mask.shape.length !== 2) {
+    throw new Error(`${kernel}: x, w and blockMask must be 2-D (got ${s(x)}, ${s(w)}, ${s(mask)})`);
+  }
+  const [m, k] = x.shape as [number, number];
+  const [kw, nn] = w.shape as [number, number];
+  if (k !== kw) throw new Error(`${kernel}: x ${s(x)} and w ${s(w)} do not chain`);
+  if (typeof b !== 'number' || !Number.isInteger(b) || b < 1 || k % b !== 0 || nn % b !== 0) {
+    throw new Error(`${kernel}: blockSize ${String(b)} must be a positive integer dividing w's shape ${s(w)}`);
+  }
+  if (mask.shape[0] !== k / b || mask.shape[1] !== nn / b) {
+    throw new Error(`${kernel}: blockMask is ${s(mask)} but w ${s(w)} in ${b}×${b} blocks needs [${k / b},${nn / b}]`);
+  }
+  if (dy) {
+    if (dy.dtype !== 'float32') throw new Error(`${kernel}: dy must be float32 (got ${dy.dtype})`);
+    if (dy.shape.length !== 2 || dy.shape[0] !== m || dy.shape[1] !== nn) throw new Error(`${kernel}: dy is ${s(dy)} but y is [${m},${nn}]`);
+  }
+  return [m, k, nn, b];
+}
+
+function blockSparseKernels(n: NativeAddon): KernelSpec[] {
+  const be = (args: Parameters<tf.KernelFunc>[0]) => args.backend as unknown as CpuBackendLike;
+  const T = (x: unknown) => x as tf.TensorInfo;
+  return [
+    {
+      kernelName: 'PfBlockSparseMatMul',
+      kernelFunc: (args) => {
+        const b = be(args);
+        const { x, w, blockMask } = args.inputs;
+        const [m, k, nn, bs] = blockSparseDims('PfBlockSparseMatMul', T(x), T(w), T(blockMask), args.attrs?.blockSize);
+        const y = uninitF32(m * nn); // the kernel writes every element (zeros where no block is kept)
+        n.blockSparseMatMul(f32(b, T(x)), f32(b, T(w)), i32(b, T(blockMask)), y, m, k, nn, bs);
+        return b.makeTensorInfo([m, nn], 'float32', y);
+      },
+    },
+    {
+      kernelName: 'PfBlockSparseMatMulGrad',
+      kernelFunc: (args) => {
+        const b = be(args);
+        const { x, w, blockMask, dy } = args.inputs;
+        if (!dy) throw new Error('PfBlockSparseMatMulGrad: input dy is required');
+        const [m, k, nn, bs] = blockSparseDims('PfBlockSparseMatMulGrad', T(x), T(w), T(blockMask), args.attrs?.blockSize, T(dy));
+        const dx = uninitF32(m * k); // both written in full: zeros where no block is kept / outside the mask
+        const dw = uninitF32(k * nn);
+        n.blockSparseMatMulGrad(f32(b, T(x)), f32(b, T(w)), i32(b, T(blockMask)), f32(b, T(dy)), dx, dw, m, k, nn, bs);
+        return [b.makeTensorInfo([m, k], 'float32', dx), b.makeTensorInfo([k, nn], 'float32', dw)];
+      },
+    },
+  ];
+}
+
 function fusedKernels(n: NativeAddon): KernelSpec[] {
   const be = (args: Parameters<tf.KernelFunc>[0]) => args.backend as unknown as CpuBackendLike;
   const T = (x: unknown) => x as tf.TensorInfo;
@@ -420,5 +490,6 @@ export function nativeKernels(n: NativeAddon | undefined): KernelSpec[] {
     binaryKernel(n, 'Multiply', 2),
     binaryKernel(n, 'RealDiv', 3),
     ...fusedKernels(n),
+    ...blockSparseKernels(n),
   ];
 }

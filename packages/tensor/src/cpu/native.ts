@@ -29,6 +29,13 @@ export interface NativeAddon {
   sum(x: F32, outer: number, red: number, inner: number, out: F32): void;
   binary(op: number, rev: number, big: F32, n: number, small: F32, ns: number, out: F32): void;
   copyRows(src: F32 | I32, srcOff: number, srcStride: number, dst: F32 | I32, dstOff: number, dstStride: number, rows: number, cols: number): void;
+  /** y[M,N] = x[M,K] @ (w ⊙ mask expanded to b×b blocks); mask [K/b, N/b], non-zero = kept; only kept blocks of w are read. */
+  blockSparseMatMul(x: F32, w: F32, blockMask: I32, y: F32, m: number, k: number, n: number, b: number): void;
+  /**
+   * dx = dy @ (w ⊙ mask)^T; dw = (x^T @ dy) ⊙ mask (exact zeros outside the kept blocks). parts: 1 = dx
+   * only, 2 = dw only (the other output untouched), 3 = both (default).
+   */
+  blockSparseMatMulGrad(x: F32, w: F32, blockMask: I32, dy: F32, dx: F32, dw: F32, m: number, k: number, n: number, b: number, parts?: number): void;
   setThreads(n: number): void;
   info(): { threads: number; simd: string; openmp: boolean };
 }
