@@ -119,12 +119,14 @@ export class BlockSparseMatMulProgram implements WebGpuProgramLike {
     outCols: number,
     private readonly blockSize: number,
     private readonly transposeW: boolean,
+    private readonly bias = false,
   ) {
+    if (bias) this.variableNames = ['A', 'W', 'Mask', 'Bias'];
     this.t = matMulTiles(blockSize);
     this.outputShape = [rows, outCols];
     this.workgroupSize = [this.t.threadsN, this.t.threadsM, 1];
     this.dispatch = [outCols / this.t.tileN, Math.ceil(rows / this.t.tileM), 1];
-    this.shaderKey = `pfBlockSparseMatMul_${transposeW ? 'dx' : 'y'}_${blockSize}`;
+    this.shaderKey = `pfBlockSparseMatMul_${transposeW ? 'dx' : 'y'}_${blockSize}${bias ? '_bias' : ''}`;
   }
 
   getUserCode(): string {
@@ -193,7 +195,7 @@ export class BlockSparseMatMulProgram implements WebGpuProgramLike {
       .map(
         (r) => `if (row0 + ty * ${perM} + ${r} < M) {
       let base = (row0 + ty * ${perM} + ${r}) * nOut + col0 + tx * ${perN};
-      ${range(perN).map((c) => `setOutputAtIndex(base + ${c}, ${lane(`acc_${r}`, c, perN)});`).join(' ')}
+      ${range(perN).map((c) => `setOutputAtIndex(base + ${c}, ${lane(`acc_${r}`, c, perN)}${this.bias ? ` + Bias[col0 + tx * ${perN} + ${c}]` : ''});`).join(' ')}
     }`,
       )
       .join('\n    ')}
@@ -326,8 +328,16 @@ function blockSparseMatMul(args: KernelArgs): TensorInfo {
   const mask = input(args, 'blockMask', kernel);
   const b = Number(args.attrs?.blockSize);
   const [m, k, n] = checkShapes(kernel, x, w, mask, b);
-  if (m === 0 || k === 0 || n === 0) return zeros(backend, [m, n]);
-  return backend.runWebGPUProgram(new BlockSparseMatMulProgram(m, n, b, false), [x, w, mask], 'float32');
+  const bias = args.inputs.bias;
+  if (bias && (bias.dtype !== 'float32' || bias.shape.length !== 1 || bias.shape[0] !== n)) {
+    throw new Error(`${kernel}: bias must be float32 [${n}] (got ${bias.dtype} [${bias.shape.join(',')}])`);
+  }
+  if (m === 0 || n === 0) return zeros(backend, [m, n]);
+  if (k === 0) {
+    if (bias) throw new Error(`${kernel}: K = 0 with a bias is not supported`);
+    return zeros(backend, [m, n]);
+  }
+  return backend.runWebGPUProgram(new BlockSparseMatMulProgram(m, n, b, false, !!bias), bias ? [x, w, mask, bias] : [x, w, mask], 'float32');
 }
 
 function blockSparseMatMulGrad(args: KernelArgs): TensorInfo[] {

@@ -160,6 +160,35 @@ describe.skipIf(!gate.ok)('blockSparseMatMul on webgpu (fused kernels)', () => {
     }
   }
 
+  it('with a bias: added to every row, its gradient the column sum of dy (vs plain JS)', async () => {
+    for (const [m, k, n, b] of [[37, 64, 96, 16], [5, 32, 128, 4]] as const) {
+      const xv = randn(m * k, 501 + m);
+      const wv = randn(k * n, 502 + m);
+      const rv = randn(m * n, 503 + m);
+      const bv = randn(n, 504 + m);
+      const maskv = makeMask(k / b, n / b, 0.5, 505 + m);
+      const ref = reference(xv, wv, maskv, rv, m, k, n, b);
+      const ts = tf.tidy(() => {
+        const x = tf.tensor2d(xv, [m, k]);
+        const w = tf.tensor2d(wv, [k, n]);
+        const bias = tf.tensor1d(bv);
+        const mask = tf.tensor2d(maskv, [k / b, n / b], 'int32');
+        const r = tf.tensor2d(rv, [m, n]);
+        const f = (xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) => blockSparseMatMul(xi as tf.Tensor2D, wi as tf.Tensor2D, mask, b, bi);
+        const grads = tf.grads((xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) => tf.sum(tf.mul(f(xi, wi, bi), r)))([x, w, bias]);
+        return [f(x, w, bias), ...grads].map((t) => tf.keep(t));
+      });
+      const [y, dx, dw, db] = await Promise.all(ts.map((t) => t.data()));
+      ts.forEach((t) => t.dispose());
+      const dbRef = new Float64Array(n);
+      for (let i = 0; i < m * n; i++) dbRef[i % n] += rv[i]!;
+      expectNear(y!, Float64Array.from(ref.y, (v, i) => v + bv[i % n]!), 'y + bias');
+      expectNear(dx!, ref.dx, 'dx');
+      expectNear(dw!, ref.dw, 'dw');
+      expectNear(db!, dbRef, 'dbias');
+    }
+  });
+
   it('other block sizes: 1, 8, 12, 64, 128 (several column tiles per block)', async () => {
     await check(19, 8, 8, 1, 0.5, 7);
     await check(70, 64, 32, 8, 0.5, 8);

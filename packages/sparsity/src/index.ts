@@ -258,7 +258,7 @@ export function sparseTraining(opts: SparsityOptions | Record<string, unknown> =
     if (!model || name === 'tok_emb.weight') return;
     if (usable) {
       const b = (pattern as { size: number }).size;
-      model.setMatMul(name, (x, w) => blockSparseMatMul(x, w, e.blockT!, b));
+      model.setMatMul(name, (x, w, bias) => blockSparseMatMul(x, w, e.blockT!, b, bias));
     } else model.setMatMul(name, undefined);
   };
 

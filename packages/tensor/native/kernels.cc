@@ -240,6 +240,27 @@ static void gelu_bwd_chunk(const float* __restrict x, const float* __restrict dy
 
 constexpr long EW_CHUNK = 16384;
 
+// One AdamW update in a single pass (see ops.ts adamwUpdate): g' = g*scale; m' = b1 m + (1-b1) g';
+// v' = b2 v + (1-b2) g'^2; w' = w*decay - stepSize * m' / (sqrt(v'/bc2) + eps).
+static void adamw_update(const float* w, const float* g, const float* m, const float* v, long n, float scale, float b1,
+                         float b2, float eps, float decay, float stepSize, float bc2, float* wo, float* mo, float* vo) {
+  const float ib2 = 1.0f / bc2;
+  const long nch = (n + EW_CHUNK - 1) / EW_CHUNK;
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (long c = 0; c < nch; c++) {
+    const long i0 = c * EW_CHUNK, i1 = std::min(n, i0 + EW_CHUNK);
+#pragma omp simd
+    for (long i = i0; i < i1; i++) {
+      const float gi = g[i] * scale;
+      const float mi = b1 * m[i] + (1.0f - b1) * gi;
+      const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+      mo[i] = mi;
+      vo[i] = vi;
+      wo[i] = w[i] * decay - stepSize * (mi / (std::sqrt(vi * ib2) + eps));
+    }
+  }
+}
+
 static void gelu_fwd(const float* x, float* y, long n) {
   const long nch = (n + EW_CHUNK - 1) / EW_CHUNK;
 #pragma omp parallel for schedule(static) if (n > 32768)
@@ -915,6 +936,17 @@ static napi_value js_transpose(napi_env env, napi_callback_info info) {
 }
 
 // sum(x, outer, red, inner, out)
+// adamw(w, g, m, v, n, scale, beta1, beta2, eps, decay, stepSize, bc2, wOut, mOut, vOut)
+static napi_value js_adamw(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args a(env, info, 15);
+    const size_t n = a.integer(4);
+    adamw_update(a.f32(0, n), a.f32(1, n), a.f32(2, n), a.f32(3, n), (long)n, (float)a.num(5), (float)a.num(6),
+                 (float)a.num(7), (float)a.num(8), (float)a.num(9), (float)a.num(10), (float)a.num(11), a.f32(12, n),
+                 a.f32(13, n), a.f32(14, n));
+  });
+}
+
 static napi_value js_sum(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     Args a(env, info, 5);
@@ -943,13 +975,24 @@ static void bs_dims(Args& a, size_t i, long& M, long& K, long& N, long& b) {
   if (M > INT32_MAX || K > INT32_MAX || N > INT32_MAX) throw Err("blockSparseMatMul: dimension too large");
 }
 
+// blockSparseMatMul(x, w, blockMask, y, M, K, N, b[, bias])
 static napi_value js_block_sparse(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     Args a(env, info, 8);
     long M, K, N, b;
     bs_dims(a, 4, M, K, N, b);
-    block_sparse_fwd(a.f32(0, (size_t)M * K), a.f32(1, (size_t)K * N), a.i32(2, (size_t)(K / b) * (N / b)),
-                     a.f32(3, (size_t)M * N), (int)M, (int)K, (int)N, (int)b, max_threads());
+    float* y = a.f32(3, (size_t)M * N);
+    block_sparse_fwd(a.f32(0, (size_t)M * K), a.f32(1, (size_t)K * N), a.i32(2, (size_t)(K / b) * (N / b)), y, (int)M,
+                     (int)K, (int)N, (int)b, max_threads());
+    if (a.n > 8 && !a.isNull(8)) {  // bias [N], added to every row
+      const float* bias = a.f32(8, (size_t)N);
+#pragma omp parallel for schedule(static) num_threads(max_threads()) if ((long)M * N > 65536)
+      for (long r = 0; r < M; r++) {
+        float* yr = y + (size_t)r * N;
+#pragma omp simd
+        for (long c = 0; c < N; c++) yr[c] += bias[c];
+      }
+    }
   });
 }
 
@@ -1041,6 +1084,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"copyRows", pf::js_copy_rows},
       {"transpose", pf::js_transpose},
       {"sum", pf::js_sum},
+      {"adamw", pf::js_adamw},
       {"binary", pf::js_binary},
       {"blockSparseMatMul", pf::js_block_sparse},
       {"blockSparseMatMulGrad", pf::js_block_sparse_grad},

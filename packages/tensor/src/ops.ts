@@ -15,12 +15,16 @@
  * PfCrossEntropy    inputs {logits [N,V] float32, labels [N,K] int32} -> [loss [N], lse [N]]
  *                   loss[n] = mean_k (lse[n] - logits[n, labels[n,k]])
  * PfCrossEntropyGrad inputs {logits, labels, lse, dy [N]} -> [dlogits [N,V]]
- * PfBlockSparseMatMul inputs {x [M,K], w [K,N] float32, blockMask [K/b, N/b] int32} attrs {blockSize: b}
- *                   -> [y [M,N]]  y = x @ (w ⊙ M), M = blockMask expanded to b×b blocks; only the
- *                   non-zero blocks of w are read (the kernel's work scales with the mask's density)
+ * PfBlockSparseMatMul inputs {x [M,K], w [K,N] float32, blockMask [K/b, N/b] int32, bias? [N]}
+ *                   attrs {blockSize: b} -> [y [M,N]]  y = x @ (w ⊙ M) (+ bias on every row), M =
+ *                   blockMask expanded to b×b blocks; only the non-zero blocks of w are read (the
+ *                   kernel's work scales with the mask's density)
  * PfBlockSparseMatMulGrad inputs {x, w, blockMask, dy [M,N]} attrs {blockSize}
  *                   -> [dx [M,K], dw [K,N]]  dx = dy @ (w ⊙ M)^T; dw = (x^T @ dy) ⊙ M (exact zeros
  *                   outside the mask's blocks)
+ * PfAdamW           inputs {w, g, m, v (same shape, float32), scale [] float32}
+ *                   attrs {beta1, beta2, eps, decay, stepSize, bc2} -> [w', m', v'] (see adamwUpdate;
+ *                   an optimizer update, no gradient)
  */
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -174,8 +178,11 @@ export function expandBlockMask(blockMask: tf.Tensor2D, blockSize: number): tf.T
   });
 }
 
-export function blockSparseMatMulComposite(x: tf.Tensor2D, w: tf.Tensor2D, blockMask: tf.Tensor2D, blockSize: number): tf.Tensor2D {
-  return tf.tidy(() => tf.matMul(x, tf.mul(w, expandBlockMask(blockMask, blockSize))));
+export function blockSparseMatMulComposite(x: tf.Tensor2D, w: tf.Tensor2D, blockMask: tf.Tensor2D, blockSize: number, bias?: tf.Tensor): tf.Tensor2D {
+  return tf.tidy(() => {
+    const y = tf.matMul(x, tf.mul(w, expandBlockMask(blockMask, blockSize)));
+    return (bias ? tf.add(y, bias) : y) as tf.Tensor2D;
+  });
 }
 
 function checkBlockSparse(x: tf.Tensor2D, w: tf.Tensor2D, blockMask: tf.Tensor2D, b: number): void {
@@ -189,21 +196,64 @@ function checkBlockSparse(x: tf.Tensor2D, w: tf.Tensor2D, blockMask: tf.Tensor2D
 }
 
 /**
- * x [M,K] @ (w ⊙ mask) for a mask made of b×b blocks (`blockMask` [K/b, N/b] int32, non-zero =
- * kept). Differentiable in x and w; w's gradient is zero outside the kept blocks. With a backend
- * kernel only the kept blocks are computed (forward and both backward products).
+ * x [M,K] @ (w ⊙ mask) (+ bias [N]) for a mask made of b×b blocks (`blockMask` [K/b, N/b] int32,
+ * non-zero = kept). Differentiable in x, w and bias; w's gradient is zero outside the kept blocks.
+ * With a backend kernel only the kept blocks are computed (forward and both backward products).
  */
-export function blockSparseMatMul(x: tf.Tensor2D, w: tf.Tensor2D, blockMask: tf.Tensor2D, blockSize: number): tf.Tensor2D {
+export function blockSparseMatMul(x: tf.Tensor2D, w: tf.Tensor2D, blockMask: tf.Tensor2D, blockSize: number, bias?: tf.Tensor): tf.Tensor2D {
   checkBlockSparse(x, w, blockMask, blockSize);
-  if (!hasFusedKernel('PfBlockSparseMatMul')) return blockSparseMatMulComposite(x, w, blockMask, blockSize);
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== w.shape[1])) throw new Error(`blockSparseMatMul: bias is [${bias.shape}] but w is [${w.shape}]`);
+  if (!hasFusedKernel('PfBlockSparseMatMul')) return blockSparseMatMulComposite(x, w, blockMask, blockSize, bias);
   const mask = blockMask.dtype === 'int32' ? blockMask : tf.cast(tf.notEqual(blockMask, 0), 'int32');
   const attrs = { blockSize };
-  const f = customGrad((xi: tf.Tensor, wi: tf.Tensor, save: tf.GradSaveFunc) => {
+  const grad = (dy: tf.Tensor, s: tf.Tensor[]) => run('PfBlockSparseMatMulGrad', { x: s[0]!, w: s[1]!, blockMask: s[2]!, dy }, attrs);
+  if (!bias) {
+    const f = customGrad((xi: tf.Tensor, wi: tf.Tensor, save: tf.GradSaveFunc) => {
+      save([xi, wi, mask]);
+      return { value: run('PfBlockSparseMatMul', { x: xi, w: wi, blockMask: mask }, attrs)[0]!, gradFunc: grad };
+    });
+    return f(x, w) as tf.Tensor2D;
+  }
+  const f = customGrad((xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor, save: tf.GradSaveFunc) => {
     save([xi, wi, mask]);
     return {
-      value: run('PfBlockSparseMatMul', { x: xi, w: wi, blockMask: mask }, attrs)[0]!,
-      gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => run('PfBlockSparseMatMulGrad', { x: s[0]!, w: s[1]!, blockMask: s[2]!, dy }, attrs),
+      value: run('PfBlockSparseMatMul', { x: xi, w: wi, blockMask: mask, bias: bi }, attrs)[0]!,
+      gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => [...grad(dy, s), tf.sum(dy, 0)],
     };
   });
-  return f(x, w) as tf.Tensor2D;
+  return f(x, w, bias) as tf.Tensor2D;
+}
+
+export interface AdamWStep {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** Multiplier of w before the update: 1 − lr·weightDecay (decoupled decay), or 1. */
+  decay: number;
+  /** lr / (1 − beta1^t). */
+  stepSize: number;
+  /** 1 − beta2^t. */
+  bc2: number;
+}
+
+export function adamwUpdateComposite(w: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, scale: tf.Scalar, o: AdamWStep): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  return tf.tidy(() => {
+    const gs = tf.mul(g, scale);
+    const m1 = tf.add(tf.mul(m, o.beta1), tf.mul(gs, 1 - o.beta1));
+    const v1 = tf.add(tf.mul(v, o.beta2), tf.mul(tf.square(gs), 1 - o.beta2));
+    const denom = tf.add(tf.sqrt(tf.div(v1, o.bc2)), o.eps);
+    const w0 = o.decay !== 1 ? tf.mul(w, o.decay) : w;
+    return [tf.sub(w0, tf.mul(tf.div(m1, denom), o.stepSize)), m1, v1];
+  });
+}
+
+/**
+ * One AdamW update of a parameter: g' = g·scale (gradient clipping), m' = β1·m + (1−β1)·g',
+ * v' = β2·v + (1−β2)·g'², w' = w·decay − stepSize·m' / (√(v'/bc2) + eps). Returns [w', m', v'].
+ * One pass over memory with a backend kernel (`PfAdamW`), a dozen elementwise ops without.
+ */
+export function adamwUpdate(w: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, scale: tf.Scalar, o: AdamWStep): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  if (forceComposite || !tf.getKernel('PfAdamW', tf.getBackend())) return adamwUpdateComposite(w, g, m, v, scale, o);
+  const r = run('PfAdamW', { w, g, m, v, scale }, { ...o });
+  return [r[0]!, r[1]!, r[2]!];
 }

@@ -224,3 +224,35 @@ describe('setFusedKernelsEnabled(false) runs the composite on the cpu backend', 
     await on('cpu', () => expect(hasFusedKernel('PfBlockSparseMatMul')).toBe(true));
   });
 });
+
+describe('blockSparseMatMul with a bias', () => {
+  it('adds the bias to every row; its gradient is the column sum of dy (vs plain JS)', async () => {
+    const [m, k, n, b] = [37, 64, 96, 16];
+    const xv = rand(m * k, 401);
+    const wv = rand(k * n, 402);
+    const rv = rand(m * n, 403);
+    const bv = rand(n, 404);
+    const maskv = makeMask(k / b, n / b, 0.5, 405);
+    const ref = reference(xv, wv, maskv, rv, m, k, n, b);
+    const got = await on('cpu', () =>
+      tf.tidy(() => {
+        const x = tf.tensor2d(xv, [m, k]);
+        const w = tf.tensor2d(wv, [k, n]);
+        const bias = tf.tensor1d(bv);
+        const mask = tf.tensor2d(maskv, [k / b, n / b], 'int32');
+        const r = tf.tensor2d(rv, [m, n]);
+        const f = (xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) => blockSparseMatMul(xi as tf.Tensor2D, wi as tf.Tensor2D, mask, b, bi);
+        const y = f(x, w, bias);
+        const [dx, dw, db] = tf.grads((xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) => tf.sum(tf.mul(f(xi, wi, bi), r)))([x, w, bias]);
+        return { y: y.dataSync(), dx: dx!.dataSync(), dw: dw!.dataSync(), db: db!.dataSync() };
+      }),
+    );
+    const yb = Float64Array.from(ref.y, (v, i) => v + bv[i % n]!);
+    const db = new Float64Array(n);
+    for (let i = 0; i < m * n; i++) db[i % n] += rv[i]!;
+    expectNear(got.y, yb, k, 'y + bias');
+    expectNear(got.dx, ref.dx, n, 'dx');
+    expectNear(got.dw, ref.dw, m, 'dw');
+    expectNear(got.db, db, m, 'dbias');
+  });
+});

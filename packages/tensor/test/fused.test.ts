@@ -5,7 +5,7 @@
  */
 import { describe, it, expect, beforeAll } from 'vitest';
 import { tf, on, rand, expectClose, maxAbs, numericGrad, gelu64, layerNorm64, attention64, crossEntropy64 } from './helpers.js';
-import { gelu, layerNorm, causalAttention, crossEntropy, hasFusedKernel, setFusedKernelsEnabled, nativeInfo, cpuBackend } from '../src/index.js';
+import { gelu, layerNorm, causalAttention, crossEntropy, adamwUpdate, hasFusedKernel, setFusedKernelsEnabled, nativeInfo, cpuBackend } from '../src/index.js';
 
 beforeAll(async () => {
   await on('cpu', () => undefined);
@@ -199,6 +199,36 @@ describe('setFusedKernelsEnabled(false) runs the composites on the cpu backend',
       expectClose(fused, comp, 1e-5, 1e-4, 'layerNorm');
     } finally {
       setFusedKernelsEnabled(true);
+    }
+  });
+});
+
+describe('adamwUpdate (PfAdamW)', () => {
+  it('matches a plain-JS AdamW step and the composite', async () => {
+    const n = 70001; // not a multiple of the vector width or the chunk size
+    const [w, g, m, v] = [1, 2, 3, 4].map((s) => rand(n, s));
+    for (let i = 0; i < n; i++) v[i] = Math.abs(v[i]!) * 1e-3;
+    const o = { beta1: 0.9, beta2: 0.95, eps: 1e-8, decay: 1 - 2e-3 * 0.1, stepSize: 2e-3 / (1 - 0.9 ** 3), bc2: 1 - 0.95 ** 3 };
+    const scale = 0.7;
+    const ref = [new Float64Array(n), new Float64Array(n), new Float64Array(n)];
+    for (let i = 0; i < n; i++) {
+      const gi = g[i]! * scale;
+      const mi = o.beta1 * m[i]! + (1 - o.beta1) * gi;
+      const vi = o.beta2 * v[i]! + (1 - o.beta2) * gi * gi;
+      ref[0]![i] = w[i]! * o.decay - (o.stepSize * mi) / (Math.sqrt(vi / o.bc2) + o.eps);
+      ref[1]![i] = mi;
+      ref[2]![i] = vi;
+    }
+    const go = () =>
+      tf.tidy(() => adamwUpdate(tf.tensor1d(w!), tf.tensor1d(g!), tf.tensor1d(m!), tf.tensor1d(v!), tf.scalar(scale), o).map((t) => Float32Array.from(t.dataSync())));
+    expect(tf.getKernel('PfAdamW', tf.getBackend())).toBeDefined();
+    const fused = await on('cpu', go);
+    setFusedKernelsEnabled(false);
+    const composite = await on('cpu', go);
+    setFusedKernelsEnabled(true);
+    for (let k = 0; k < 3; k++) {
+      expectClose(fused[k]!, ref[k]!, 1e-7, 1e-5, `fused output ${k}`);
+      expectClose(composite[k]!, ref[k]!, 1e-7, 1e-5, `composite output ${k}`);
     }
   });
 });

@@ -11,11 +11,11 @@ import { CheckpointError } from './checkpoint.js';
 export type ParamMap = Map<string, tf.Variable>;
 
 /**
- * Computes x [M, K] @ w [K, N] for one weight matrix in place of the dense product (e.g. a
- * block-sparse kernel for a pruned weight). It must equal the dense product of the weight's current
- * values and be differentiable in x and w.
+ * Computes x [M, K] @ w [K, N] (+ bias [N] when given) for one weight matrix in place of the dense
+ * product (e.g. a block-sparse kernel for a pruned weight). It must equal the dense product of the
+ * weight's current values and be differentiable in x, w and bias.
  */
-export type MatMulImpl = (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
+export type MatMulImpl = (x: tf.Tensor2D, w: tf.Tensor2D, bias?: tf.Tensor) => tf.Tensor2D;
 
 export interface ParamSpec {
   name: string;
@@ -158,7 +158,7 @@ export class GPT {
     }
     const linear = (inp: tf.Tensor2D, w: string) => {
       const impl = this.matMuls.get(w + '.weight');
-      if (impl) return tf.add(impl(inp, this.p(w + '.weight') as tf.Tensor2D), this.p(w + '.bias')) as tf.Tensor2D;
+      if (impl) return impl(inp, this.p(w + '.weight') as tf.Tensor2D, this.p(w + '.bias'));
       return tf.fused.matMul({ a: inp, b: this.p(w + '.weight') as tf.Tensor2D, bias: this.p(w + '.bias') }) as tf.Tensor2D;
     };
     const heads = (m: tf.Tensor2D) => tf.transpose(tf.reshape(m, [b, t, h, hd]), [0, 2, 1, 3]) as tf.Tensor4D;

@@ -1,5 +1,5 @@
 /** AdamW (decoupled weight decay), linear warmup + cosine decay, global-norm gradient clipping. */
-import { tf } from '@patchflow/tensor';
+import { tf, adamwUpdate } from '@patchflow/tensor';
 import type { OptimConfig } from './config.js';
 import { CheckpointError } from './checkpoint.js';
 
@@ -70,17 +70,13 @@ export class AdamW {
       const bc2 = 1 - Math.pow(o.beta2, t);
       const stepSize = lr / bc1;
       for (const p of this.params) {
-        const g = tf.mul(grads[p.name]!, scale);
         const m = this.m.get(p.name)!;
         const v = this.v.get(p.name)!;
-        const m1 = tf.add(tf.mul(m, o.beta1), tf.mul(g, 1 - o.beta1));
-        const v1 = tf.add(tf.mul(v, o.beta2), tf.mul(tf.square(g), 1 - o.beta2));
+        const decay = p.decay && o.weightDecay > 0 ? 1 - lr * o.weightDecay : 1;
+        const [w1, m1, v1] = adamwUpdate(p.variable, grads[p.name]!, m, v, scale as tf.Scalar, { beta1: o.beta1, beta2: o.beta2, eps: o.eps, decay, stepSize, bc2 });
         m.assign(m1);
         v.assign(v1);
-        const denom = tf.add(tf.sqrt(tf.div(v1, bc2)), o.eps);
-        let w: tf.Tensor = p.variable;
-        if (p.decay && o.weightDecay > 0) w = tf.mul(w, 1 - lr * o.weightDecay);
-        p.variable.assign(tf.sub(w, tf.mul(tf.div(m1, denom), stepSize)));
+        p.variable.assign(w1);
       }
       return tf.keep(norm);
     });

@@ -333,10 +333,11 @@ function blockSparseKernels(n: NativeAddon): KernelSpec[] {
       kernelName: 'PfBlockSparseMatMul',
       kernelFunc: (args) => {
         const b = be(args);
-        const { x, w, blockMask } = args.inputs;
+        const { x, w, blockMask, bias } = args.inputs;
         const [m, k, nn, bs] = blockSparseDims('PfBlockSparseMatMul', T(x), T(w), T(blockMask), args.attrs?.blockSize);
+        if (bias && (T(bias).dtype !== 'float32' || size(T(bias).shape) !== nn)) throw new Error(`PfBlockSparseMatMul: bias must be float32 [${nn}], got ${T(bias).dtype} [${T(bias).shape}]`);
         const y = uninitF32(m * nn); // the kernel writes every element (zeros where no block is kept)
-        n.blockSparseMatMul(f32(b, T(x)), f32(b, T(w)), i32(b, T(blockMask)), y, m, k, nn, bs);
+        n.blockSparseMatMul(f32(b, T(x)), f32(b, T(w)), i32(b, T(blockMask)), y, m, k, nn, bs, bias ? f32(b, T(bias)) : null);
         return b.makeTensorInfo([m, nn], 'float32', y);
       },
     },
@@ -354,6 +355,27 @@ function blockSparseKernels(n: NativeAddon): KernelSpec[] {
       },
     },
   ];
+}
+
+/** PfAdamW: one pass over w, g, m, v (see ops.ts adamwUpdate). */
+function adamwKernel(n: NativeAddon): KernelSpec {
+  return {
+    kernelName: 'PfAdamW',
+    kernelFunc: (args) => {
+      const b = args.backend as unknown as CpuBackendLike;
+      const [w, g, m, v, scale] = (['w', 'g', 'm', 'v', 'scale'] as const).map((k) => args.inputs[k] as tf.TensorInfo);
+      const count = size(w!.shape);
+      for (const t of [g!, m!, v!]) {
+        if (t.dtype !== 'float32' || size(t.shape) !== count) throw new Error(`PfAdamW: g, m and v must be float32 of w's shape [${w!.shape}]`);
+      }
+      const a = args.attrs as Record<string, number>;
+      const wo = uninitF32(count);
+      const mo = uninitF32(count);
+      const vo = uninitF32(count);
+      n.adamw(f32(b, w!), f32(b, g!), f32(b, m!), f32(b, v!), count, f32(b, scale!)[0]!, a.beta1!, a.beta2!, a.eps!, a.decay!, a.stepSize!, a.bc2!, wo, mo, vo);
+      return [w!, m!, v!].map((t, i) => b.makeTensorInfo([...t.shape], 'float32', [wo, mo, vo][i]));
+    },
+  };
 }
 
 function fusedKernels(n: NativeAddon): KernelSpec[] {
@@ -491,5 +513,6 @@ export function nativeKernels(n: NativeAddon | undefined): KernelSpec[] {
     binaryKernel(n, 'RealDiv', 3),
     ...fusedKernels(n),
     ...blockSparseKernels(n),
+    adamwKernel(n),
   ];
 }

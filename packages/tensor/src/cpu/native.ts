@@ -27,10 +27,12 @@ export interface NativeAddon {
   segmentSum(x: F32, ids: I32, s: number, inner: number, numSegments: number, out: F32): void;
   transpose(x: F32 | I32, out: F32 | I32, shape: number[], perm: number[]): void;
   sum(x: F32, outer: number, red: number, inner: number, out: F32): void;
+  adamw(w: F32, g: F32, m: F32, v: F32, n: number, scale: number, beta1: number, beta2: number, eps: number, decay: number,
+    stepSize: number, bc2: number, wOut: F32, mOut: F32, vOut: F32): void;
   binary(op: number, rev: number, big: F32, n: number, small: F32, ns: number, out: F32): void;
   copyRows(src: F32 | I32, srcOff: number, srcStride: number, dst: F32 | I32, dstOff: number, dstStride: number, rows: number, cols: number): void;
   /** y[M,N] = x[M,K] @ (w ⊙ mask expanded to b×b blocks); mask [K/b, N/b], non-zero = kept; only kept blocks of w are read. */
-  blockSparseMatMul(x: F32, w: F32, blockMask: I32, y: F32, m: number, k: number, n: number, b: number): void;
+  blockSparseMatMul(x: F32, w: F32, blockMask: I32, y: F32, m: number, k: number, n: number, b: number, bias?: F32 | null): void;
   /**
    * dx = dy @ (w ⊙ mask)^T; dw = (x^T @ dy) ⊙ mask (exact zeros outside the kept blocks). parts: 1 = dx
    * only, 2 = dw only (the other output untouched), 3 = both (default).
