@@ -236,7 +236,6 @@ export function sparseTraining(opts: SparsityOptions | Record<string, unknown> =
   let denseGradStep = false;
   let gradScores = new Map<string, tf.Tensor>();
   let totalParams = 0;
-  let tied = true;
 
   const setTensors = (name: string, e: MaskEntry) => {
     e.maskT?.dispose();
@@ -282,6 +281,10 @@ export function sparseTraining(opts: SparsityOptions | Record<string, unknown> =
     setTensors(name, e);
   };
 
+  /** The kept units (entries, or blocks) of a mask, as 0/1. */
+  const keptUnits = (e: MaskEntry): Uint8Array =>
+    pattern.kind === 'block' ? Uint8Array.from(blockMaskOf(e.mask, e.shape, pattern.size)) : e.mask.slice();
+
   /** Sparse steps of the plan (phases with this plugin, not dense) and the global step before them. */
   const sparseSpan = (ctx: StepContext) => {
     let before = 0;
@@ -312,10 +315,8 @@ export function sparseTraining(opts: SparsityOptions | Record<string, unknown> =
       const grad = (await g.data()) as Float32Array;
       const w = (await model!.p(name).data()) as Float32Array;
       const units = unitCount(pattern, e.shape);
-      const keptUnits = unitScores(Float32Array.from(e.mask), e.shape, pattern, false);
-      const was = new Uint8Array(units);
-      let nKept = 0;
-      for (let i = 0; i < units; i++) if (keptUnits[i]! > 0) (was[i] = 1), nKept++;
+      const was = keptUnits(e);
+      const nKept = countKept(was);
       const d = Math.min(Math.round(f * nKept), units - nKept);
       if (d <= 0) continue;
       const stay = topUnits(unitScores(w, e.shape, pattern), nKept - d, was);
@@ -334,11 +335,10 @@ export function sparseTraining(opts: SparsityOptions | Record<string, unknown> =
       const layerTarget = 1 - (1 - targets[name]!) * (s.sparsity > 0 ? sparsityNow / s.sparsity : 0);
       const units = unitCount(pattern, e.shape);
       const keepUnits = Math.round(layerTarget * units);
-      const was = pattern.kind === 'block' ? unitScores(Float32Array.from(e.mask), e.shape, pattern, false).map((x) => (x > 0 ? 1 : 0)) : e.mask;
-      const nKept = countKept(Uint8Array.from(was));
-      if (keepUnits >= nKept) continue;
+      const was = keptUnits(e);
+      if (keepUnits >= countKept(was)) continue;
       const w = (await model!.p(name).data()) as Float32Array;
-      const next = topUnits(unitScores(w, e.shape, pattern), keepUnits, Uint8Array.from(was));
+      const next = topUnits(unitScores(w, e.shape, pattern), keepUnits, was);
       replaceMask(name, e, unitsToMask(next, e.shape, pattern));
       changed = true;
     }
@@ -390,7 +390,6 @@ export function sparseTraining(opts: SparsityOptions | Record<string, unknown> =
     async init(ctx) {
       model = ctx.model;
       optimizer = ctx.optimizer;
-      tied = ctx.config.model.tiedEmbeddings;
       totalParams = model.parameterCount();
       const mats = maskedMatrices(ctx.config.model, s.layers);
       targets = layerDensities(mats, 1 - s.sparsity, s.distribution);
