@@ -345,16 +345,24 @@ export function sparseTraining(opts: SparsityOptions | Record<string, unknown> =
     if (changed) updates++;
   };
 
-  const densities = () => {
+  /** Densities of the masks themselves (also in a dense phase, where they no longer apply). */
+  const maskDensities = () => {
     const layers: Record<string, number> = {};
     let kept = 0;
     let size = 0;
     for (const [name, e] of entries) {
-      layers[name] = active ? e.kept / e.mask.length : 1;
-      kept += active ? e.kept : e.mask.length;
+      layers[name] = e.kept / e.mask.length;
+      kept += e.kept;
       size += e.mask.length;
     }
     return { overall: size ? kept / size : 1, layers };
+  };
+
+  /** Densities in effect: the masks', or 1 everywhere in a dense phase. */
+  const densities = () => {
+    const d = maskDensities();
+    if (active) return d;
+    return { overall: 1, layers: Object.fromEntries(Object.keys(d.layers).map((n) => [n, 1])) };
   };
 
   const plugin: SparsityPlugin = {
@@ -422,13 +430,13 @@ export function sparseTraining(opts: SparsityOptions | Record<string, unknown> =
       for (const [name, e] of entries) routeProducts(name, e);
     },
 
-    transformGradients(grads, ctx) {
+    transformGradients(grads) {
       if (!active) return grads;
       const out = { ...grads };
       for (const [name, e] of entries) {
         const g = grads[name];
         if (!g) continue;
-        if (denseGradStep && isRiglStep(ctx)) {
+        if (denseGradStep) {
           gradScores.get(name)?.dispose();
           gradScores.set(
             name,
@@ -484,19 +492,18 @@ export function sparseTraining(opts: SparsityOptions | Record<string, unknown> =
 
     summary() {
       if (!entries.size) return [];
-      const d = densities();
+      const d = maskDensities();
       const m = plugin.metrics!({} as PhaseContext);
       const kernelLayers = [...entries.values()].filter((e) => e.kernel).length;
       const groups = new Map<string, number[]>();
-      for (const [name, e] of entries) {
-        const v = e.kept / e.mask.length;
+      for (const [name, v] of Object.entries(d.layers)) {
         const key = name.replace(/^blocks\.\d+\./, '').replace(/\.weight$/, '');
         groups.set(key, [...(groups.get(key) ?? []), v]);
       }
       const perLayer = [...groups].map(([k, v]) => `${k} ${v.map((x) => x.toFixed(3)).join('/')}`).join(', ');
       return [
         `sparsity: ${s.mode} ${s.pattern}${s.distribution === 'erk' ? ' (ERK)' : ''}, target ${(100 * s.sparsity).toFixed(1)}% zero${s.denseFraction > 0 ? `, then dense on the last ${(100 * s.denseFraction).toFixed(0)}% of tokens` : ''}; ` +
-          `${active ? 'final' : 'before the dense phase, the'} masks keep ${(100 * (active ? d.overall : denseBefore(entries))).toFixed(1)}% of ${entries.size} matrices; ` +
+          `${active ? 'final' : 'before the dense phase, the'} masks keep ${(100 * d.overall).toFixed(1)}% of ${entries.size} matrices; ` +
           `non-zero parameters ${m.nonzeroParams!.toLocaleString('en-US')} of ${totalParams.toLocaleString('en-US')}` +
           (updates ? `; ${updates} mask update(s)` : '') +
           (kernelLayers ? `; ${kernelLayers} matrices on the block-sparse kernel` : ''),
@@ -530,11 +537,4 @@ export function sparseTraining(opts: SparsityOptions | Record<string, unknown> =
     },
   };
   return plugin;
-}
-
-function denseBefore(entries: Map<string, MaskEntry>): number {
-  let kept = 0;
-  let size = 0;
-  for (const e of entries.values()) (kept += e.kept), (size += e.mask.length);
-  return size ? kept / size : 1;
 }

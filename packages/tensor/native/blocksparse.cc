@@ -46,6 +46,36 @@ struct Out {
 
 static inline unsigned lanes(int w) { return w >= VL ? 0xFFFFu : w <= 0 ? 0u : ((1u << w) - 1u); }
 
+// C (+)= acc for rows r < o.mr, lanes masked by o.m: the epilogue of both micro-kernels.
+#if defined(__AVX512F__)
+template <int NV, int MRK>
+static inline void store_tile(const __m512 (&c)[MRK][NV], const Out& o) {
+#pragma GCC unroll 16
+  for (int r = 0; r < MRK; r++) {
+    if (r < o.mr) {
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; v++) {
+        float* dst = o.c[v] + (size_t)r * o.ldc;
+        const __mmask16 m = (__mmask16)o.m[v];
+        __m512 val = c[r][v];
+        if (o.acc) val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(m, dst));
+        _mm512_mask_storeu_ps(dst, m, val);
+      }
+    }
+  }
+}
+#else
+template <int NV, int MRK>
+static inline void store_tile(const float (&c)[MRK][NV * VL], const Out& o) {
+  for (int r = 0; r < o.mr && r < MRK; r++)
+    for (int v = 0; v < NV; v++) {
+      float* dst = o.c[v] + (size_t)r * o.ldc;
+      for (int l = 0; l < VL; l++)
+        if (o.m[v] >> l & 1u) dst[l] = (o.acc ? dst[l] : 0.f) + c[r][v * VL + l];
+    }
+}
+#endif
+
 // Register tile of MRK rows x NV vectors: acc = sum over segments s and p < seglen of
 // A_s[p][r] * B[p][lane]. Row panel 0 (rows 0..7) of segment s starts at a + segoff[s], packed
 // p-major, RP floats per p; rows 8..15 (MRK = 16) are the next panel, aps floats further. B is packed
@@ -86,19 +116,7 @@ static inline void mk(const float* __restrict a, long aps, const long* segoff, i
       bp += NV * VL;
     }
   }
-#pragma GCC unroll 16
-  for (int r = 0; r < MRK; r++) {
-    if (r < o.mr) {
-#pragma GCC unroll 2
-      for (int v = 0; v < NV; v++) {
-        float* dst = o.c[v] + (size_t)r * o.ldc;
-        const __mmask16 m = (__mmask16)o.m[v];
-        __m512 val = c[r][v];
-        if (o.acc) val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(m, dst));
-        _mm512_mask_storeu_ps(dst, m, val);
-      }
-    }
-  }
+  store_tile<NV, MRK>(c, o);
 #else
   float c[MRK][NV * VL];
   for (int r = 0; r < MRK; r++)
@@ -116,12 +134,7 @@ static inline void mk(const float* __restrict a, long aps, const long* segoff, i
       bp += NV * VL;
     }
   }
-  for (int r = 0; r < o.mr && r < MRK; r++)
-    for (int v = 0; v < NV; v++) {
-      float* dst = o.c[v] + (size_t)r * o.ldc;
-      for (int l = 0; l < VL; l++)
-        if (o.m[v] >> l & 1u) dst[l] = (o.acc ? dst[l] : 0.f) + c[r][v * VL + l];
-    }
+  store_tile<NV, MRK>(c, o);
 #endif
 }
 
@@ -154,19 +167,7 @@ static inline void mk_direct(const float* __restrict a, long as, const float* __
     a += as;
     bp += bs;
   }
-#pragma GCC unroll 16
-  for (int r = 0; r < MRK; r++) {
-    if (r < o.mr) {
-#pragma GCC unroll 2
-      for (int v = 0; v < NV; v++) {
-        float* dst = o.c[v] + (size_t)r * o.ldc;
-        const __mmask16 m = (__mmask16)o.m[v];
-        __m512 val = c[r][v];
-        if (o.acc) val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(m, dst));
-        _mm512_mask_storeu_ps(dst, m, val);
-      }
-    }
-  }
+  store_tile<NV, MRK>(c, o);
 #else
   float c[MRK][NV * VL];
   for (int r = 0; r < MRK; r++)
@@ -174,12 +175,7 @@ static inline void mk_direct(const float* __restrict a, long as, const float* __
   for (int p = 0; p < kc; p++, a += as, bp += bs)
     for (int r = 0; r < MRK; r++)
       for (int l = 0; l < NV * VL; l++) c[r][l] += a[r] * bp[l];
-  for (int r = 0; r < o.mr && r < MRK; r++)
-    for (int v = 0; v < NV; v++) {
-      float* dst = o.c[v] + (size_t)r * o.ldc;
-      for (int l = 0; l < VL; l++)
-        if (o.m[v] >> l & 1u) dst[l] = (o.acc ? dst[l] : 0.f) + c[r][v * VL + l];
-    }
+  store_tile<NV, MRK>(c, o);
 #endif
 }
 

@@ -729,6 +729,21 @@ struct Args {
   }
   float* f32(size_t i, size_t need) { return (float*)typed(i, napi_float32_array, need, "Float32Array"); }
   int32_t* i32(size_t i, size_t need) { return (int32_t*)typed(i, napi_int32_array, need, "Int32Array"); }
+  // any typed array of 4-byte elements (float32, int32, uint32), for kernels that only move bits
+  uint32_t* word32(size_t i, size_t need, const char* op) {
+    bool is = false;
+    napi_is_typedarray(env, v[i], &is);
+    if (!is) throw Err(std::string(op) + ": typed array expected");
+    napi_typedarray_type t;
+    size_t len;
+    void* data;
+    napi_value ab;
+    size_t off;
+    napi_get_typedarray_info(env, v[i], &t, &len, &data, &ab, &off);
+    if (t != napi_float32_array && t != napi_int32_array && t != napi_uint32_array) throw Err(std::string(op) + ": 4-byte elements expected");
+    if (len < need) throw Err(std::string(op) + ": array too short");
+    return (uint32_t*)data;
+  }
 };
 
 template <typename F>
@@ -859,22 +874,8 @@ static napi_value js_copy_rows(napi_env env, napi_callback_info info) {
     const long so = a.integer(1), ss = a.integer(2), dof = a.integer(4), ds = a.integer(5), rows = a.integer(6),
                cols = a.integer(7);
     if (rows == 0 || cols == 0) return;
-    auto buf = [&](size_t i, size_t need) -> uint32_t* {
-      bool is = false;
-      napi_is_typedarray(env, a.v[i], &is);
-      if (!is) throw Err("copyRows: typed array expected");
-      napi_typedarray_type t;
-      size_t l;
-      void* d;
-      napi_value ab;
-      size_t off;
-      napi_get_typedarray_info(env, a.v[i], &t, &l, &d, &ab, &off);
-      if (t != napi_float32_array && t != napi_int32_array && t != napi_uint32_array) throw Err("copyRows: 4-byte elements expected");
-      if (l < need) throw Err("copyRows: array too short");
-      return (uint32_t*)d;
-    };
-    const uint32_t* src = buf(0, (size_t)so + (size_t)(rows - 1) * ss + cols);
-    uint32_t* dst = buf(3, (size_t)dof + (size_t)(rows - 1) * ds + cols);
+    const uint32_t* src = a.word32(0, (size_t)so + (size_t)(rows - 1) * ss + cols, "copyRows");
+    uint32_t* dst = a.word32(3, (size_t)dof + (size_t)(rows - 1) * ds + cols, "copyRows");
 #pragma omp parallel for schedule(static) if (rows * cols > 262144)
     for (long r = 0; r < rows; r++) std::memcpy(dst + dof + (size_t)r * ds, src + so + (size_t)r * ss, sizeof(uint32_t) * cols);
   });
@@ -917,21 +918,7 @@ static napi_value js_transpose(napi_env env, napi_callback_info info) {
       seen[pi] = true;
       perm[i] = pi;
     }
-    auto u32 = [&](size_t i) -> uint32_t* {
-      bool is = false;
-      napi_is_typedarray(env, a.v[i], &is);
-      if (!is) throw Err("transpose: typed array expected");
-      napi_typedarray_type t;
-      size_t l;
-      void* d;
-      napi_value ab;
-      size_t off;
-      napi_get_typedarray_info(env, a.v[i], &t, &l, &d, &ab, &off);
-      if (t != napi_float32_array && t != napi_int32_array && t != napi_uint32_array) throw Err("transpose: 4-byte elements expected");
-      if (l < total) throw Err("transpose: array too short");
-      return (uint32_t*)d;
-    };
-    transpose4(u32(0), shape, perm, (int)len, u32(1));
+    transpose4(a.word32(0, total, "transpose"), shape, perm, (int)len, a.word32(1, total, "transpose"));
   });
 }
 

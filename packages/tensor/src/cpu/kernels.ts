@@ -325,9 +325,10 @@ function blockSparseDims(kernel: string, x: tf.TensorInfo, w: tf.TensorInfo, mas
   return [m, k, nn, b];
 }
 
+const be = (args: Parameters<tf.KernelFunc>[0]) => args.backend as unknown as CpuBackendLike;
+const T = (x: unknown) => x as tf.TensorInfo;
+
 function blockSparseKernels(n: NativeAddon): KernelSpec[] {
-  const be = (args: Parameters<tf.KernelFunc>[0]) => args.backend as unknown as CpuBackendLike;
-  const T = (x: unknown) => x as tf.TensorInfo;
   return [
     {
       kernelName: 'PfBlockSparseMatMul',
@@ -362,8 +363,8 @@ function adamwKernel(n: NativeAddon): KernelSpec {
   return {
     kernelName: 'PfAdamW',
     kernelFunc: (args) => {
-      const b = args.backend as unknown as CpuBackendLike;
-      const [w, g, m, v, scale] = (['w', 'g', 'm', 'v', 'scale'] as const).map((k) => args.inputs[k] as tf.TensorInfo);
+      const b = be(args);
+      const [w, g, m, v, scale] = (['w', 'g', 'm', 'v', 'scale'] as const).map((k) => T(args.inputs[k]));
       const count = size(w!.shape);
       for (const t of [g!, m!, v!]) {
         if (t.dtype !== 'float32' || size(t.shape) !== count) throw new Error(`PfAdamW: g, m and v must be float32 of w's shape [${w!.shape}]`);
@@ -379,8 +380,6 @@ function adamwKernel(n: NativeAddon): KernelSpec {
 }
 
 function fusedKernels(n: NativeAddon): KernelSpec[] {
-  const be = (args: Parameters<tf.KernelFunc>[0]) => args.backend as unknown as CpuBackendLike;
-  const T = (x: unknown) => x as tf.TensorInfo;
   return [
     {
       kernelName: 'PfGelu',
