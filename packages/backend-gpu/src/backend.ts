@@ -1,6 +1,7 @@
 import { BackendError, FUSED_OPS, tf, type Availability, type BackendCapabilities, type BackendPlugin, type KernelSpec } from '@patchflow/tensor';
 import { explainSyncReads, fixIntTransposes, type WebGpuModuleLike } from './fixes.js';
 import { defaultGpu, GpuLoadError, isNode, withTimeout, type GpuAdapterInfoLike, type GpuAdapterLike, type GpuLike } from './gpu.js';
+import { explainDawnLog, probeDawn, type DawnAdapterFacts } from './probe.js';
 import { webgpuKernels } from './kernels.js';
 
 /**
@@ -67,19 +68,7 @@ function noAdapterReason(): string {
       'disabled or this GPU blocklisted; see chrome://gpu, or try another browser)'
     );
   }
-  switch (process.platform) {
-    case 'linux':
-      return (
-        'no WebGPU adapter found: install a Vulkan driver (on Debian: mesa-vulkan-drivers from ' +
-        "bookworm-backports for a CPU fallback, or your GPU vendor's driver)"
-      );
-    case 'win32':
-      return 'no WebGPU adapter found: install or update your GPU driver (Dawn uses Direct3D 12 or Vulkan)';
-    case 'darwin':
-      return 'no WebGPU adapter found: Dawn needs Metal (macOS 11 or later on a Metal-capable Mac)';
-    default:
-      return `no WebGPU adapter found: Dawn has no backend for platform ${process.platform}`;
-  }
+  return explainDawnLog([]);
 }
 
 async function readInfo(adapter: GpuAdapterLike): Promise<GpuAdapterInfoLike> {
@@ -146,24 +135,50 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): WebGpuB
     return { adapter };
   }
 
+  /**
+   * The adapter's facts, or why there is none. In Node with Dawn (nothing injected, no navigator.gpu
+   * set up yet) this asks a child process, so Dawn's native logging never reaches the terminal;
+   * elsewhere it asks the WebGPU implementation in this process.
+   */
+  async function adapterFacts(): Promise<{ facts: DawnAdapterFacts } | { reason: string }> {
+    const navigatorGpu = (globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu;
+    if (!options.gpu && isNode && !navigatorGpu) {
+      const p = await probeDawn([], { timeoutMs, powerPreference });
+      if (!p.ok) return { reason: p.reason };
+      lastInfo = p.info;
+      return { facts: p };
+    }
+    const a = await obtainAdapter();
+    if ('reason' in a) return a;
+    const limits: Record<string, number> = {};
+    const src = (a.adapter.limits ?? {}) as Record<string, unknown>;
+    for (const k of LIMIT_NAMES) if (typeof src[k] === 'number') limits[k] = src[k] as number;
+    const info = lastInfo ?? {};
+    return {
+      facts: {
+        info: { ...info, isFallbackAdapter: !!(info.isFallbackAdapter ?? a.adapter.isFallbackAdapter) },
+        features: a.adapter.features ? [...a.adapter.features].sort() : [],
+        limits,
+      },
+    };
+  }
+
   async function checkAvailability(): Promise<Availability> {
     try {
-      const a = await obtainAdapter();
+      const a = await adapterFacts();
       return 'reason' in a ? { ok: false, reason: a.reason } : { ok: true };
     } catch (e) {
-      // obtainAdapter is written not to throw; this is the belt to its braces.
+      // adapterFacts is written not to throw; this is the belt to its braces.
       return { ok: false, reason: `WebGPU availability check failed: ${errorMessage(e)}` };
     }
   }
 
   async function gpuInfo(): Promise<GpuInfo> {
-    const a = await obtainAdapter();
+    const a = await adapterFacts();
     if ('reason' in a) return { available: false, reason: a.reason };
-    const { adapter } = a;
-    const info = lastInfo ?? {};
-    const limits: Record<string, number> = {};
-    const src = (adapter.limits ?? {}) as Record<string, unknown>;
-    for (const k of LIMIT_NAMES) if (typeof src[k] === 'number') limits[k] = src[k] as number;
+    const { info, features, limits } = a.facts;
+    const picked: Record<string, number> = {};
+    for (const k of LIMIT_NAMES) if (typeof limits[k] === 'number') picked[k] = limits[k];
     return {
       available: true,
       implementation: options.gpu ? 'injected' : isNode ? 'dawn' : 'navigator.gpu',
@@ -171,9 +186,9 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): WebGpuB
       architecture: info.architecture ?? '',
       device: info.device ?? '',
       description: info.description ?? '',
-      isFallbackAdapter: !!(info.isFallbackAdapter ?? adapter.isFallbackAdapter),
-      features: adapter.features ? [...adapter.features].sort() : [],
-      limits,
+      isFallbackAdapter: !!info.isFallbackAdapter,
+      features,
+      limits: picked,
     };
   }
 

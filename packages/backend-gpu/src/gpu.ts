@@ -36,6 +36,8 @@ export class GpuLoadError extends Error {
   override name = 'GpuLoadError';
 }
 
+import { quiet, quietGpu } from './probe.js';
+
 export const isNode = typeof process !== 'undefined' && typeof process.versions?.node === 'string';
 
 type DawnModule = { create: (flags: string[]) => GpuLike; globals: Record<string, unknown> };
@@ -77,9 +79,11 @@ async function loadDawn(flags: string[]): Promise<GpuLike> {
   // Browser-style globals (GPUBufferUsage, GPUMapMode, GPUShaderStage, ...), never overwriting.
   const g = globalThis as Record<string, unknown>;
   for (const [k, v] of Object.entries(mod.globals)) if (!(k in g)) g[k] = v;
+  // Mesa's "not a conformant vulkan implementation" banner (lavapipe) is noise for a library user.
+  process.env.MESA_VK_IGNORE_CONFORMANCE_WARNING ??= '1';
   let gpu: GpuLike;
   try {
-    gpu = mod.create(flags);
+    gpu = quietGpu(await quiet(() => mod.create(flags)));
   } catch (e) {
     throw new GpuLoadError(`the 'webgpu' npm package (Dawn) failed to start: ${e instanceof Error ? e.message : String(e)}`);
   }

@@ -8,9 +8,10 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { BackendError, getBackendPlugin, prepareBackend, registerBackend, tf } from '@patchflow/tensor';
 import { createWebGpuBackend, GpuLoadError, webgpuBackend, type GpuAdapterLike, type GpuLike } from '../src/index.js';
+import { explainDawnLog, meaningfulLines } from '../src/probe.js';
 
 // Checked before anything below can load Dawn or tfjs-backend-webgpu.
 const afterImport = {
@@ -72,7 +73,7 @@ describe('checkAvailability gives reasons, not throws', () => {
     expect(a.ok).toBe(false);
     if (a.ok) return;
     expect(a.reason).toMatch(/^no WebGPU adapter found/);
-    if (process.platform === 'linux') expect(a.reason).toMatch(/Vulkan driver.*mesa-vulkan-drivers.*bookworm-backports/);
+    if (process.platform === 'linux') expect(a.reason).toMatch(/Vulkan driver.*lavapipe.*bookworm-backports mesa-vulkan-drivers/);
     // and registry-level use turns it into a BackendError that carries the reason
     registerBackend({ ...b, name: 'webgpu-missing' });
     await expect(prepareBackend('webgpu-missing')).rejects.toThrow(new BackendError(`backend "webgpu-missing" is not available: ${a.reason}`));
@@ -168,20 +169,63 @@ describe('adapter facts', () => {
   });
 });
 
-// The real no-driver path, end to end: Dawn with a Vulkan loader that finds no driver. Uses the
-// built package (npm test builds first).
+// The real paths, end to end, in fresh processes: Dawn with a Vulkan loader that finds no driver,
+// and Dawn in this process on whatever adapter the machine has. Uses the built package (npm test
+// builds first) and checks that nothing Dawn or the driver prints reaches stderr.
 const dist = join(dirname(fileURLToPath(import.meta.url)), '../dist/index.js');
-describe.skipIf(process.platform !== 'linux' || !existsSync(dist))('real Dawn, no Vulkan driver', () => {
-  it('checkAvailability explains, in a fresh process', async () => {
-    const script =
-      `const m = await import(${JSON.stringify(dist)});` +
-      `console.log(JSON.stringify(await m.webgpuBackend.checkAvailability()));`;
-    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
-      env: { ...process.env, VK_ICD_FILENAMES: '/nonexistent/icd.json', VK_DRIVER_FILES: '/nonexistent/icd.json' },
-      timeout: 60_000,
-    });
-    const a = JSON.parse(stdout.trim().split('\n').at(-1)!);
+const run = (script: string, env: Record<string, string> = {}) =>
+  promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, ...env }, timeout: 120_000 });
+
+describe.skipIf(process.platform !== 'linux' || !existsSync(dist))('real Dawn', () => {
+  it('no Vulkan driver: checkAvailability explains in one line, and stderr stays clean', async () => {
+    const script = `const m = await import(${JSON.stringify(dist)}); console.log(JSON.stringify(await m.webgpuBackend.checkAvailability()));`;
+    const { stdout, stderr } = await run(script, { VK_ICD_FILENAMES: '/nonexistent/icd.json', VK_DRIVER_FILES: '/nonexistent/icd.json' });
+    const a = JSON.parse(stdout.trim().split('\n').at(-1)!) as { ok: boolean; reason?: string };
     expect(a.ok).toBe(false);
-    expect(a.reason).toMatch(/^no WebGPU adapter found: install a Vulkan driver/);
+    // with a loader: "no Vulkan driver … /nonexistent/icd.json"; on a machine without one: "no Vulkan loader"
+    expect(a.reason).toMatch(/^no Vulkan (driver: the Vulkan loader found no driver \(ICD\) \(it could not open \/nonexistent\/icd\.json|loader \(libvulkan\.so\.1 not found\))/);
+    expect(a.reason).toMatch(/lavapipe/);
+    expect(a.reason).not.toMatch(/\n/);
+    expect(stderr).toBe('');
+  });
+
+  it('using the GPU in this process: Dawn\'s and the driver\'s output is captured, shown only with PATCHFLOW_GPU_LOG=1', async (ctx) => {
+    const gate = inject('webgpu');
+    if (!gate.ok) return ctx.skip(gate.reason);
+    const script =
+      `const m = await import(${JSON.stringify(dist)}); const t = await import('@patchflow/tensor');` +
+      `await t.useBackend('webgpu'); const x = t.tf.tensor([1, 2, 3]);` +
+      `console.log(JSON.stringify([...(await t.tf.add(x, x).data())])); console.error('a line of our own');`;
+    const quiet = await run(script);
+    expect(quiet.stdout.trim()).toBe('[2,4,6]');
+    expect(quiet.stderr).toBe('a line of our own\n');
+    const loud = await run(script, { PATCHFLOW_GPU_LOG: '1' });
+    const lines = loud.stderr.split('\n').filter((l) => l !== '');
+    expect(lines.at(-1)).toBe('a line of our own');
+    for (const l of lines.slice(0, -1)) expect(l).toMatch(/^\[dawn\] /);
+  });
+});
+
+describe('explainDawnLog', () => {
+  const at = '    at operator() (/home/runner/work/node-webgpu/third_party/dawn/src/dawn/native/vulkan/BackendVk.cpp:368)';
+  it('no loader', () => {
+    const r = explainDawnLog([`Warning: Couldn't load Vulkan: libvulkan.so.1: cannot open shared object file: No such file or directory`, at], 'linux');
+    expect(r).toMatch(/^no Vulkan loader \(libvulkan\.so\.1 not found\); install a Vulkan driver: .*lavapipe.*\.ci\/run/);
+  });
+  it('a broken loader', () => {
+    const r = explainDawnLog([`Warning: Couldn't load Vulkan: /lib/x86_64-linux-gnu/libvulkan.so.1: file too short`, at], 'linux');
+    expect(r).toMatch(/^the Vulkan loader could not be loaded \(\/lib\/x86_64-linux-gnu\/libvulkan\.so\.1: file too short\)/);
+  });
+  it('a loader without a driver', () => {
+    const r = explainDawnLog(['Warning: loader_get_json: Failed to open JSON file /x/icd.json', 'Warning: vkCreateInstance: Found no drivers!'], 'linux');
+    expect(r).toMatch(/^no Vulkan driver: the Vulkan loader found no driver \(ICD\) \(it could not open \/x\/icd\.json; check VK_DRIVER_FILES/);
+  });
+  it('nothing printed: the platform\'s advice', () => {
+    expect(explainDawnLog([], 'linux')).toMatch(/^no WebGPU adapter found: install a Vulkan driver/);
+    expect(explainDawnLog([], 'darwin')).toMatch(/Metal/);
+    expect(explainDawnLog([], 'win32')).toMatch(/Direct3D 12/);
+  });
+  it('drops source locations from logs', () => {
+    expect(meaningfulLines(['Warning: x', at])).toEqual(['Warning: x']);
   });
 });

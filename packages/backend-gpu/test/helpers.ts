@@ -1,6 +1,5 @@
-import { expect } from 'vitest';
+import { expect, inject } from 'vitest';
 import { tf, useBackend } from '@patchflow/tensor';
-import { webgpuBackend } from '../src/index.js';
 
 /** True when CI is set (and not to a false-y word): then GPU tests must run, never skip. */
 export const IN_CI = !!process.env.CI && !/^(0|false|no)$/i.test(process.env.CI);
@@ -84,10 +83,10 @@ export async function compareBackends(what: string, fn: () => Out, atol = 1e-4, 
   return r;
 }
 
-/** The availability gate shared by the GPU test files (computed once per file). */
+/**
+ * The availability gate shared by the GPU test files: probed once per run by test/global-setup.ts,
+ * which also prints the one line that says the suites are skipped.
+ */
 export async function gpuGate(): Promise<{ ok: boolean; reason?: string }> {
-  const a = await webgpuBackend.checkAvailability();
-  if (a.ok) return { ok: true };
-  if (!IN_CI) console.warn(`[backend-gpu] skipping WebGPU tests: ${a.reason}`);
-  return { ok: false, reason: a.reason };
+  return inject('webgpu');
 }

@@ -32,6 +32,6 @@ export async function backendsCommand(): Promise<number> {
       details: a.ok ? [b.description, ...(caps.notes ?? [])].join('; ') : a.reason,
     });
   }
-  process.stdout.write(formatTable(rows) + '\n');
+  process.stdout.write(formatTable(rows, undefined, { maxWidth: process.stdout.isTTY ? Math.max(80, process.stdout.columns ?? 120) : undefined }) + '\n');
   return 0;
 }

@@ -18,6 +18,25 @@ export interface ColumnSpec {
 export interface TableOptions {
   /** `plain` (default): header, dashes, two-space gaps. `markdown`: a GitHub table. */
   style?: 'plain' | 'markdown';
+  /**
+   * Plain style only: wrap the last column's text at word boundaries so that no line is wider than
+   * this (continuation lines are indented to the column). Default: no wrapping.
+   */
+  maxWidth?: number;
+}
+
+/** Splits `text` into lines of at most `width` characters at spaces (a longer word stays whole). */
+export function wrapText(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(/ +/)) {
+    if (line && textWidth(line) + 1 + textWidth(word) > width) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  lines.push(line);
+  return lines;
 }
 
 /**
@@ -106,6 +125,18 @@ export function formatTable(
       ? `|${cols.map((c) => (c.align === 'right' ? `${'-'.repeat(c.width + 1)}:` : '-'.repeat(c.width + 2))).join('|')}|`
       : join(cols.map((c) => '-'.repeat(c.width))),
   );
-  rows.forEach((_, i) => lines.push(join(cols.map((c) => pad(c.texts[i]!, c.width, c.align)))));
+  const last = cols[cols.length - 1]!;
+  const indent = cols.slice(0, -1).reduce((a, c) => a + c.width + 2, 0);
+  const wrapAt = !markdown && options.maxWidth ? Math.max(20, options.maxWidth - indent) : 0;
+  if (wrapAt && last.width > wrapAt) {
+    lines[0] = join(cols.map((c) => pad(c.header, c === last ? 0 : c.width, c.align)));
+    lines[1] = join(cols.map((c) => '-'.repeat(c === last ? Math.min(c.width, wrapAt) : c.width)));
+  }
+  rows.forEach((_, i) => {
+    if (!wrapAt || textWidth(last.texts[i]!) <= wrapAt) return lines.push(join(cols.map((c) => pad(c.texts[i]!, c.width, c.align))));
+    const [first, ...rest] = wrapText(last.texts[i]!, wrapAt);
+    lines.push(join(cols.map((c) => (c === last ? first! : pad(c.texts[i]!, c.width, c.align)))));
+    for (const r of rest) lines.push(' '.repeat(indent) + r);
+  });
   return lines.join('\n');
 }

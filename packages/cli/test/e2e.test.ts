@@ -240,6 +240,8 @@ describe('happy path', () => {
   it('backends lists cpu and tfjs-cpu as available, webgpu with yes or a reason', async () => {
     const r = await cli(['backends']);
     expectOk(r);
+    // nothing of Dawn's or the Vulkan driver's own logging reaches the terminal
+    expect(r.stderr).toBe('');
     const rows = nonEmptyLines(r.stdout).map((l) => l.split(/\s{2,}/));
     const row = (name: string) => rows.find((cells) => cells[0] === name);
     expect(rows[0]).toEqual(['backend', 'available', 'device', 'details']);
@@ -365,6 +367,20 @@ describe.concurrent('backends', () => {
     const ref = trainLosses(base).map((m) => m.loss!);
     expect(mine).toHaveLength(STEPS);
     mine.forEach((l, i) => expect(Math.abs(l - ref[i]!) / ref[i]!).toBeLessThan(1e-3));
+  });
+
+  // CI runs this file once more with the Vulkan loader hidden (.ci/without-vulkan), as on a fresh
+  // machine that never installed one.
+  it.runIf(process.env.PATCHFLOW_EXPECT_NO_VULKAN === '1')('without a Vulkan loader: a clean reason in backends and in --backend webgpu', async () => {
+    const list = await cli(['backends']);
+    expectOk(list);
+    expect(list.stderr).toBe('');
+    const row = nonEmptyLines(list.stdout).map((l) => l.split(/\s{2,}/)).find((c) => c[0] === 'webgpu');
+    expect(row?.slice(0, 3)).toEqual(['webgpu', 'no', 'gpu']);
+    expect(row![3]).toMatch(/^no Vulkan loader \(libvulkan\.so\.1 not found\); install a Vulkan driver: .*lavapipe/);
+    const r = await cli(['train', '--data', corpus, '--out', p('out-no-vulkan'), ...TINY, '--steps', '2', '--backend', 'webgpu']);
+    expectOneErrorLine(r, 2, /^patchflow: backend "webgpu" is not available: no Vulkan loader \(libvulkan\.so\.1 not found\); install a Vulkan driver/);
+    expect(fs.existsSync(p('out-no-vulkan'))).toBe(false);
   });
 
   it('a backend module that cannot be loaded', async () => {

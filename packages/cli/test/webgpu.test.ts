@@ -4,19 +4,16 @@
  * the same losses within fp32 tolerance. Skips (with the reason) when no
  * WebGPU adapter is available, except under CI, where it must run.
  */
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, inject } from 'vitest';
 import '@patchflow/backend-gpu';
-import { getBackendPlugin } from '@patchflow/tensor';
 import { train, resolveConfig, type TrainEvent, type TrainerPlugin } from '@patchflow/trainer';
 import { patchTraining } from '@patchflow/patch-training';
 import { sparseTraining } from '@patchflow/sparsity';
 
 const IN_CI = !!process.env.CI && !/^(0|false|no)$/i.test(process.env.CI);
-const avail = await getBackendPlugin('webgpu').checkAvailability();
-if (!avail.ok) {
-  if (IN_CI) throw new Error(`webgpu must be available in CI: ${avail.reason}`);
-  console.warn(`skipping webgpu training tests: ${avail.reason}`);
-}
+// probed once by test/global-setup.ts, which prints the one line that says these tests are skipped
+const avail = inject('webgpu');
+if (!avail.ok && IN_CI) throw new Error(`webgpu must be available in CI: ${avail.reason}`);
 
 const text = Array.from({ length: 300 }, (_, i) => `row ${i}: ${'abcdefgh'.slice(i % 5)} ${i * 7}\n`).join('');
 

@@ -20,6 +20,10 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <unistd.h>
+#endif
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -1022,6 +1026,50 @@ static napi_value js_info(napi_env env, napi_callback_info) {
   return o;
 }
 
+// stderrRedirect(path) -> saved fd: points file descriptor 2 at `path` (truncated) so that what
+// native libraries print (Dawn, Mesa) lands there; stderrRestore(saved) undoes it. -1 where the
+// platform has no dup2.
+static napi_value js_stderr_redirect(napi_env env, napi_callback_info info) {
+  napi_value out = nullptr;
+  guard(env, [&] {
+    size_t argc = 1;
+    napi_value v;
+    napi_get_cb_info(env, info, &argc, &v, nullptr, nullptr);
+    char path[4096];
+    size_t len = 0;
+    if (argc < 1 || napi_get_value_string_utf8(env, v, path, sizeof path, &len) != napi_ok) throw Err("stderrRedirect: a path expected");
+    int saved = -1;
+#if defined(__unix__) || defined(__APPLE__)
+    const int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0) throw Err(std::string("stderrRedirect: cannot open ") + path);
+    fflush(stderr);
+    saved = dup(2);
+    if (saved < 0 || dup2(fd, 2) < 0) {
+      close(fd);
+      if (saved >= 0) close(saved);
+      throw Err("stderrRedirect: dup2 failed");
+    }
+    close(fd);
+#endif
+    napi_create_int32(env, saved, &out);
+  });
+  return out;
+}
+
+static napi_value js_stderr_restore(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args a(env, info, 1);
+    const long saved = a.integer(0);
+#if defined(__unix__) || defined(__APPLE__)
+    if (saved >= 0) {
+      fflush(stderr);
+      dup2((int)saved, 2);
+      close((int)saved);
+    }
+#endif
+  });
+}
+
 }  // namespace pf
 
 static napi_value Init(napi_env env, napi_value exports) {
@@ -1077,6 +1125,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"blockSparseMatMulGrad", pf::js_block_sparse_grad},
       {"setThreads", pf::js_set_threads},
       {"info", pf::js_info},
+      {"stderrRedirect", pf::js_stderr_redirect},
+      {"stderrRestore", pf::js_stderr_restore},
   };
   for (auto& f : fns) {
     napi_value fn;

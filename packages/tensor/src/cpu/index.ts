@@ -12,7 +12,7 @@ import { FUSED_OPS } from '../ops.js';
 import { nativeAddon, nativeInfo } from './native.js';
 import { nativeKernels } from './kernels.js';
 
-export { nativeInfo, setNativeThreads, type NativeInfo } from './native.js';
+export { captureNativeStderr, nativeInfo, setNativeThreads, type NativeInfo } from './native.js';
 
 export const CPU_TFJS_NAME = 'patchflow-cpu';
 

@@ -4,7 +4,9 @@
  * backend runs on stock tfjs kernels.
  */
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 type F32 = Float32Array;
@@ -40,6 +42,9 @@ export interface NativeAddon {
   blockSparseMatMulGrad(x: F32, w: F32, blockMask: I32, dy: F32, dx: F32, dw: F32, m: number, k: number, n: number, b: number, parts?: number): void;
   setThreads(n: number): void;
   info(): { threads: number; simd: string; openmp: boolean };
+  /** Points file descriptor 2 at `path` (truncated); returns the saved descriptor (-1: unsupported). */
+  stderrRedirect(path: string): number;
+  stderrRestore(saved: number): void;
 }
 
 export interface NativeInfo {
@@ -104,4 +109,50 @@ export function setNativeThreads(n: number): void {
   if (!addon || !(n >= 1)) return;
   addon.setThreads(Math.floor(n));
   info = { ...info!, threads: addon.info().threads };
+}
+
+let capturing = false;
+
+/**
+ * Runs `fn` with this process's file descriptor 2 pointed at a temporary file, and returns what
+ * native code (a GPU driver, Dawn, Mesa) printed there meanwhile, as lines. JavaScript writes to
+ * process.stderr in that window land in the file too: callers re-emit lines that are not theirs.
+ * Without the native addon (or on a platform without dup2) `fn` runs as is and `output` is empty.
+ * Calls do not nest: an inner call runs `fn` uncaptured (its output goes to the outer file). When
+ * `fn` throws, the error is rethrown with the captured lines as `nativeStderr`.
+ */
+export async function captureNativeStderr<T>(fn: () => T | Promise<T>): Promise<{ value: T; output: string[] }> {
+  load();
+  if (!addon || capturing || typeof addon.stderrRedirect !== 'function') return { value: await fn(), output: [] };
+  const dir = mkdtempSync(join(tmpdir(), 'patchflow-stderr-'));
+  const file = join(dir, 'stderr.txt');
+  let saved = -1;
+  try {
+    saved = addon.stderrRedirect(file);
+  } catch {
+    rmSync(dir, { recursive: true, force: true });
+    return { value: await fn(), output: [] };
+  }
+  capturing = true;
+  let output: string[] = [];
+  try {
+    const value = await fn();
+    output = readLines(file);
+    return { value, output };
+  } catch (e) {
+    output = readLines(file);
+    throw Object.assign(e instanceof Error ? e : new Error(String(e)), { nativeStderr: output });
+  } finally {
+    capturing = false;
+    addon.stderrRestore(saved);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function readLines(file: string): string[] {
+  try {
+    return readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() !== '');
+  } catch {
+    return [];
+  }
 }
