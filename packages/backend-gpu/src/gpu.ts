@@ -8,6 +8,9 @@
  * the DOM's WebGPU typings nor @webgpu/types, and tests can hand in a fake.
  */
 
+import { PatchflowError } from '@patchflow/tensor';
+import { quiet, quietGpu } from './probe.js';
+
 export interface GpuAdapterInfoLike {
   vendor?: string;
   architecture?: string;
@@ -32,11 +35,9 @@ export interface GpuLike {
 }
 
 /** A failure to obtain a WebGPU implementation at all; `message` is meant for the user. */
-export class GpuLoadError extends Error {
+export class GpuLoadError extends PatchflowError {
   override name = 'GpuLoadError';
 }
-
-import { quiet, quietGpu } from './probe.js';
 
 export const isNode = typeof process !== 'undefined' && typeof process.versions?.node === 'string';
 

@@ -3,46 +3,29 @@
  *
  * - A mistake by the user (bad flag, missing file, bad config, ...) is printed as one line,
  *   `patchflow: <message>`, on stderr, never with a stack trace, and exits with code 2.
- * - Errors thrown by the libraries that are about the user's input are recognised *by name*
- *   (`err.name`), so the CLI does not need to import every error class and copies of a class
- *   from different module instances still match.
+ * - Errors thrown by the libraries that are about the user's input or environment are
+ *   `PatchflowError`s with `userError: true` and an `exitCode` (2 bad input, 3 divergence,
+ *   4 a refused write); they are recognised by those fields, not by class, so every new error
+ *   class is covered and copies of a package from different module instances still match.
  * - Anything else is a bug: `patchflow: internal error: <message>`, the stack only when
  *   `PATCHFLOW_DEBUG=1`, exit code 1.
  */
 
+import { EXIT_CODES, PatchflowError, userErrorInfo } from '@patchflow/tensor';
+
 /** Exit codes used by the CLI. */
 export const EXIT_OK = 0;
 export const EXIT_INTERNAL = 1;
-export const EXIT_USAGE = 2;
-export const EXIT_DIVERGED = 3;
+export const EXIT_USAGE = EXIT_CODES.usage;
+export const EXIT_DIVERGED = EXIT_CODES.diverged;
+export const EXIT_STORAGE = EXIT_CODES.storage;
 
-/** A mistake by the user: printed as one line without a stack trace, exit code 2. */
-export class UserError extends Error {
+/** A mistake by the user found by the CLI itself: printed as one line without a stack trace, exit code 2. */
+export class UserError extends PatchflowError {
   override name = 'UserError';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-  }
 }
 
-/** Names of error classes (from the libraries) whose messages are meant for the user. */
-export const USER_ERROR_NAMES: readonly string[] = Object.freeze([
-  'DataError',
-  'CheckpointError',
-  'ConfigError',
-  'BackendError',
-  'DivergenceError',
-]);
-
-/** Exit codes for user-facing errors other than the default 2. */
-export const USER_ERROR_EXIT_CODES: Readonly<Record<string, number>> = Object.freeze({
-  DivergenceError: EXIT_DIVERGED,
-});
-
 export interface RunCliOptions {
-  /** Error names treated as user-facing (in addition to `UserError`). Default: {@link USER_ERROR_NAMES}. */
-  userErrorNames?: readonly string[];
-  /** Exit code per error name; names not listed exit with 2. Default: {@link USER_ERROR_EXIT_CODES}. */
-  exitCodes?: Readonly<Record<string, number>>;
   /** Where messages go. Default: `process.stderr`. */
   stderr?: { write(chunk: string): unknown };
   /** Environment read for `PATCHFLOW_DEBUG`. Default: `process.env`. */
@@ -81,18 +64,23 @@ function oneLine(text: string): string {
   return text.replace(/\s*[\r\n]+\s*/g, ' ').trim();
 }
 
+/**
+ * The libraries speak in config keys and directories; where the CLI has a flag for the same thing,
+ * it says so in the flag's words.
+ */
+function cliWording(err: unknown, message: string): string {
+  if (errorName(err) === 'RunLockError') return message.replace(/; wait for it or use another output directory$/, '; wait for it or pass another --out');
+  return message;
+}
+
 /** Decide how an error thrown by a command is reported (pure; used by {@link runCli}). */
 export function describeError(err: unknown, options: RunCliOptions = {}): ErrorReport {
-  const names = options.userErrorNames ?? USER_ERROR_NAMES;
-  const exitCodes = options.exitCodes ?? USER_ERROR_EXIT_CODES;
   const env = options.env ?? process.env;
-  const name = errorName(err);
   const message = errorMessage(err);
-
-  if (err instanceof UserError || (name !== undefined && (name === 'UserError' || names.includes(name)))) {
-    const exitCode = name !== undefined && exitCodes[name] !== undefined ? exitCodes[name]! : EXIT_USAGE;
+  const user = userErrorInfo(err);
+  if (user) {
     // One line, whatever the library put in the message (JSON.parse errors quote the input, newlines included).
-    return { exitCode, text: `patchflow: ${oneLine(message) || name}\n` };
+    return { exitCode: user.exitCode, text: `patchflow: ${oneLine(cliWording(err, user.message)) || errorName(err)}\n` };
   }
 
   let text = `patchflow: internal error: ${message}\n`;

@@ -1,7 +1,7 @@
 /** `patchflow train`: flags and config file -> TrainConfig -> train(), with progress, metrics, plot and summary. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { resolveConfig, train, ConfigError, type TrainConfig, type TrainerPlugin, type TrainResult, neftune, labelSmoothing } from '@patchflow/trainer';
+import { resolveConfig, train, ConfigError, checkRunLock, asStorageError, type TrainConfig, type TrainerPlugin, type TrainResult, neftune, labelSmoothing } from '@patchflow/trainer';
 import { patchTraining, describePlan, PLUGIN_NAME as PATCH_PLUGIN } from '@patchflow/patch-training';
 import { sparseTraining, PLUGIN_NAME as SPARSITY_PLUGIN } from '@patchflow/sparsity';
 import type { FlagSpec } from './args.js';
@@ -119,6 +119,8 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
   const out = String(values.out);
   const resume = values.resume === true;
   const ckptDir = path.join(out, 'checkpoint');
+  // another run writing there is the first thing to say (train() takes the lock itself)
+  checkRunLock(out);
   if (!resume && (fs.existsSync(ckptDir) || fs.existsSync(ckptDir + '.old'))) {
     throw new UserError(`${out} already holds a checkpoint: pass --resume to continue it, or --out to start a new run elsewhere`);
   }
@@ -253,7 +255,12 @@ function writeLossPlot(out: string, r: TrainResult): void {
       { name: 'validation', points: r.evals.map((e) => [e.step, e.valLoss] as [number, number]) },
     ],
   });
-  fs.writeFileSync(path.join(out, 'loss.svg'), svg);
+  const file = path.join(out, 'loss.svg');
+  try {
+    fs.writeFileSync(file, svg);
+  } catch (e) {
+    throw asStorageError(e, 'the loss plot', file) ?? e;
+  }
 }
 
 export function summary(r: TrainResult, config: TrainConfig, out: string): string {

@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { PatchflowError } from '@patchflow/tensor';
+import { DataError, DivergenceError, StorageError } from '@patchflow/trainer';
 import { closestMatch, formatCommandList, formatHelp, levenshtein, parseArgs, parseCommand, type CommandSpec } from '../src/args.js';
 import { UserError, describeError, runCli } from '../src/errors.js';
 
@@ -181,13 +183,6 @@ describe('errors: runCli', () => {
     let text = '';
     return { opts: { stderr: { write: (s: string) => (text += s) }, env }, get text() { return text; } };
   }
-  class DataError extends Error {
-    override name = 'DataError';
-  }
-  class DivergenceError extends Error {
-    override name = 'DivergenceError';
-  }
-
   it('returns the command exit code when nothing is thrown', async () => {
     const c = capture();
     expect(await runCli(async () => 0, c.opts)).toBe(0);
@@ -199,11 +194,17 @@ describe('errors: runCli', () => {
     expect(await runCli(async () => { throw new UserError('--steps expects an integer, got \'abc\''); }, c.opts)).toBe(2);
     expect(c.text).toBe("patchflow: --steps expects an integer, got 'abc'\n");
   });
-  it('passes known library errors through by name; DivergenceError exits 3', async () => {
+  it('passes user errors of the libraries through as one line; DivergenceError exits 3, StorageError 4', async () => {
     const c = capture({ PATCHFLOW_DEBUG: '1' });
     expect(await runCli(async () => { throw new DataError('corpus is empty'); }, c.opts)).toBe(2);
     expect(await runCli(async () => { throw new DivergenceError('loss is NaN at step 12'); }, c.opts)).toBe(3);
-    expect(c.text).toBe('patchflow: corpus is empty\npatchflow: loss is NaN at step 12\n');
+    expect(await runCli(async () => { throw new StorageError('could not write x: no space left on device (ENOSPC)', 'ENOSPC', 'x'); }, c.opts)).toBe(4);
+    expect(c.text).toBe('patchflow: corpus is empty\npatchflow: loss is NaN at step 12\npatchflow: could not write x: no space left on device (ENOSPC)\n');
+  });
+  it('recognises user errors by their fields, not their class (a second copy of a package still matches)', () => {
+    const copy = Object.assign(new Error('bad\ninput'), { name: 'SomeoneElsesError', userError: true, exitCode: 2 });
+    expect(describeError(copy, { env: {} })).toEqual({ exitCode: 2, text: 'patchflow: bad input\n' });
+    expect(describeError(Object.assign(new Error('m'), { userError: false }), { env: {} }).exitCode).toBe(1);
   });
   it('treats other errors as internal: hint without debug, stack with PATCHFLOW_DEBUG=1', async () => {
     const quiet = capture();
@@ -214,10 +215,33 @@ describe('errors: runCli', () => {
     expect(loud.text.split('\n')[0]).toBe('patchflow: internal error: x is undefined');
     expect(loud.text).toMatch(/TypeError: x is undefined\n\s+at /);
   });
-  it('takes the allow-list as a parameter', () => {
-    const err = new DataError('bad');
-    expect(describeError(err, { userErrorNames: [], env: {} }).exitCode).toBe(1);
-    expect(describeError(Object.assign(new Error('m'), { name: 'PluginError' }), { userErrorNames: ['PluginError'], env: {} })).toEqual({ exitCode: 2, text: 'patchflow: m\n' });
+  it('a non-Error value is internal', () => {
     expect(describeError('a string', { env: {} }).text).toMatch(/^patchflow: internal error: a string\n/);
+  });
+});
+
+describe('every error class the packages export', () => {
+  it('is a PatchflowError: a user error with exit code 2, or 3/4 where stated', async () => {
+    const modules = await Promise.all(
+      ['@patchflow/tensor', '@patchflow/trainer', '@patchflow/backend-gpu', '@patchflow/patch-training', '@patchflow/sparsity', '@patchflow/dataflow-runtime', '@patchflow/backend-rdu-sim'].map(
+        async (m) => [m, (await import(m)) as Record<string, unknown>] as const,
+      ),
+    );
+    modules.push(['@patchflow/cli errors', { UserError }]);
+    const found: string[] = [];
+    for (const [mod, exports] of modules) {
+      for (const [name, value] of Object.entries(exports)) {
+        if (typeof value !== 'function' || !(value.prototype instanceof Error) || value === PatchflowError) continue;
+        found.push(name);
+        expect(value.prototype instanceof PatchflowError, `${mod}.${name} must extend PatchflowError`).toBe(true);
+        // every constructor takes the message first (the other arguments are details for callers)
+        const e = new (value as new (m: string) => PatchflowError)(`a ${name}`);
+        const want = name === 'DivergenceError' ? 3 : name === 'StorageError' ? 4 : 2;
+        expect(describeError(e, { env: {} }), `${mod}.${name}`).toEqual({ exitCode: want, text: `patchflow: a ${name}\n` });
+      }
+    }
+    for (const n of ['BackendError', 'ConfigError', 'CheckpointError', 'DataError', 'TokenizerError', 'PluginError', 'DivergenceError', 'StorageError', 'RunLockError', 'GpuLoadError', 'UserError']) {
+      expect(found).toContain(n);
+    }
   });
 });

@@ -4,7 +4,7 @@
  * tiny corpus in a temp directory, and checks the exit code, that an error is ONE line on stderr
  * starting with `patchflow:` (never a stack trace), and that nothing already written is lost.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -28,6 +28,7 @@ let corpus = '';
 const p = (...parts: string[]) => path.join(tmp, ...parts);
 
 interface Result {
+  pid?: number;
   status: number | null;
   signal: NodeJS.Signals | null;
   stdout: string;
@@ -49,7 +50,7 @@ function start(args: string[], env: Record<string, string> = {}): { child: Child
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const done = new Promise<Result>((resolve, reject) => {
     child.on('error', reject);
-    child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }));
+    child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr, pid: child.pid }));
   });
   return { child, done };
 }
@@ -448,13 +449,14 @@ describe('checkpoint errors', () => {
     expect(snapshot(dir)).toEqual(before);
   });
 
-  it('weights of another model shape', async () => {
+  it('weights of another run (and model shape)', async () => {
     const other = p('d48');
     expectOk(await cli(['train', '--data', corpus, '--out', other, '--layers', '1', '--d-model', '48', '--heads', '2', '--seq-len', '16', '--batch-size', '4', '--steps', '1', '--quiet']));
     const dir = copyRun(base, p('mixed-shapes'));
     fs.copyFileSync(path.join(other, 'checkpoint', 'model.safetensors'), path.join(dir, 'checkpoint', 'model.safetensors'));
     const before = snapshot(dir);
-    const shape = /checkpoint tensor "[\w.]+" has shape \[\d+,48\] but the model expects \[\d+,32\]$/;
+    // every file of a save carries its checkpoint id: files of two runs are caught before their shapes are compared
+    const shape = /mixed-shapes\/checkpoint: model\.safetensors \(checkpoint [\w-]+\) and state\.json \(checkpoint [\w-]+\) come from different saves$/;
     expectOneErrorLine(await cli(['eval', '--checkpoint', dir]), 2, shape);
     expectOneErrorLine(await cli(['generate', '--checkpoint', dir]), 2, shape);
     expectOneErrorLine(await cli(['train', '--out', dir, '--resume', '--quiet']), 2, shape);
@@ -585,6 +587,89 @@ describe('interruption and resume', () => {
     expect(saved).toBeLessThan(30);
     expect(trainLosses(dir).length).toBeGreaterThanOrEqual(saved);
     const resumed = await cli(['train', '--out', dir, '--resume', '--quiet']);
+    // the killed run's lock is stale: taken over with a one-line notice
+    expect(resumed.stderr).toMatch(new RegExp(`^patchflow: took over the stale lock on .*killed of pid ${r.pid} \\(started \\d\\d:\\d\\d:\\d\\d\\), whose process is gone$`, 'm'));
     await compareWithReference(dir, saved, resumed);
   }, 90_000);
+});
+
+describe('the run directory under stress', () => {
+  const LONG = ['--data', '', ...TINY, '--steps', '400', '--eval-every', '0', '--checkpoint-every', '5'];
+  const longArgs = (out: string) => ['train', ...LONG.map((a) => (a === '' ? corpus : a)), '--out', out, '--quiet'];
+  const exists = (f: string) => fs.existsSync(f);
+  async function waitFor(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  it('a second writer exits 2 naming the first; the first finishes with a clean, monotone metrics.jsonl', async () => {
+    const dir = p('two-writers');
+    const first = start(longArgs(dir));
+    await waitFor(() => exists(path.join(dir, 'checkpoint', 'state.json')), 'the first checkpoint');
+    const second = await cli(['train', '--out', dir, '--resume', '--quiet']);
+    expectOneErrorLine(second, 2, new RegExp(`^patchflow: ${dir.replace(/[.]/g, '\\.')} is in use by patchflow train pid ${first.child.pid} \\(started \\d\\d:\\d\\d:\\d\\d\\); wait for it or pass another --out$`));
+    // a fresh (not --resume) run is told the same, not "already holds a checkpoint"
+    const third = await cli(['train', '--out', dir, '--quiet', ...TINY, '--data', corpus]);
+    expectOneErrorLine(third, 2, / is in use by patchflow train pid \d+ /);
+    const r = await first.done;
+    expectOk(r);
+    const steps = readMetrics(dir).filter((m) => m.type === 'train').map((m) => m.step);
+    expect(steps).toEqual(Array.from({ length: 400 }, (_, i) => i + 1));
+    expect(exists(path.join(dir, '.patchflow.lock'))).toBe(false);
+  }, 120_000);
+
+  it('eval during a run reads a complete checkpoint every time', async () => {
+    const dir = p('eval-during-run');
+    const run = start(longArgs(dir));
+    await waitFor(() => exists(path.join(dir, 'checkpoint', 'state.json')), 'the first checkpoint');
+    let evals = 0;
+    let finished = false;
+    void run.done.then(() => (finished = true));
+    while (!finished && evals < 8) {
+      const e = await cli(['eval', '--checkpoint', dir]);
+      expectOk(e);
+      expect(parseEval(e.stdout).step % 5).toBe(0);
+      evals++;
+    }
+    expectOk(await run.done);
+    expect(evals).toBeGreaterThan(0);
+  }, 120_000);
+
+  // A real full disk: a small tmpfs in a private mount namespace (root and util-linux's unshare, as in CI).
+  const canMount = process.platform === 'linux' && process.getuid?.() === 0 && spawnSync('unshare', ['--mount', 'true']).status === 0;
+  /** Runs the CLI with its run directory on a tmpfs of `size`; afterwards a copy of that directory is at `copy`. */
+  function onTmpfs(name: string, size: string, copy: string): Promise<Result> {
+    const mnt = p(name);
+    fs.mkdirSync(mnt);
+    const script = `mount -t tmpfs -o size=${size} tmpfs ${mnt} && ${process.execPath} ${BIN} ${longArgs(path.join(mnt, 'run')).map((a) => `'${a}'`).join(' ')}`;
+    return new Promise<Result>((resolve, reject) => {
+      const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `${script}; s=$?; cp -r ${mnt}/run ${copy} 2>/dev/null; exit $s`], { cwd: tmp, env: cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      child.on('error', reject);
+      child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr, pid: child.pid }));
+    });
+  }
+
+  it.skipIf(!canMount)('a disk too small for one checkpoint is reported before step 1', async () => {
+    const r = await onTmpfs('tmpfs-tiny', '64k', p('tmpfs-tiny-copy'));
+    expectTrainingErrorLine(r, 4, /^patchflow: .*tmpfs-tiny\/run has 0\.\d MiB free but a checkpoint of this model needs about 0\.\d MiB \(weights and optimizer state\); free some space or use another output directory$/);
+    expect(fs.existsSync(path.join(p('tmpfs-tiny-copy'), 'metrics.jsonl'))).toBe(false);
+  });
+
+  it.skipIf(!canMount)('a full disk ends the run with one line naming the file, the reason and the intact checkpoint (exit 4)', async () => {
+    // room for one checkpoint of the tiny model (about 0.26 MB) but not for a second beside it
+    const r = await onTmpfs('tmpfs', '480k', p('tmpfs-copy'));
+    const line = expectTrainingErrorLine(r, 4, /^patchflow: could not write the checkpoint of step (\d+) \(.*\): no space left on device \(ENOSPC\); the checkpoint of step (\d+) in .*checkpoint is intact$/);
+    const [, failed, intact] = /step (\d+) .* step (\d+) /.exec(line)!;
+    expect(Number(intact)).toBe(Number(failed) - 5);
+    // the copy taken after the run ended holds the intact checkpoint, loadable by eval
+    expect(stateStep(p('tmpfs-copy'))).toBe(Number(intact));
+    expectOk(await cli(['eval', '--checkpoint', p('tmpfs-copy')]));
+  }, 120_000);
 });

@@ -1,10 +1,8 @@
 /** Model shapes: @patchflow/trainer's ModelConfig, presets, and validation that names the bad field. */
-import type { ModelConfig } from '@patchflow/trainer';
+import { ConfigError, type ModelConfig } from '@patchflow/trainer';
 
-/** Thrown for a bad model, hardware or option value; the message names the field. The CLI prints it as one line. */
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
+/** Thrown for a bad model, hardware or option value (the trainer's ConfigError); the message names the field. */
+export { ConfigError };
 
 /** A fully resolved ModelConfig (dFF and vocabSize filled in). */
 export type GptShape = ModelConfig;

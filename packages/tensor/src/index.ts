@@ -4,6 +4,7 @@ import { registerBackend } from './registry.js';
 import { cpuBackend, stockCpuBackend } from './cpu/index.js';
 
 export * as tf from '@tensorflow/tfjs-core';
+export * from './errors.js';
 export * from './registry.js';
 export * from './ops.js';
 export { cpuBackend, stockCpuBackend, CPU_TFJS_NAME, captureNativeStderr, nativeInfo, setNativeThreads, type NativeInfo } from './cpu/index.js';

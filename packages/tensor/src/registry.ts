@@ -3,6 +3,7 @@
  * `BackendPlugin` and calls `registerBackend`; patchflow never needs to know its internals.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { PatchflowError } from './errors.js';
 
 export type Availability = { ok: true } | { ok: false; reason: string };
 
@@ -35,7 +36,7 @@ export interface BackendPlugin {
   kernels?: () => KernelSpec[];
 }
 
-export class BackendError extends Error {
+export class BackendError extends PatchflowError {
   override name = 'BackendError';
 }
 

@@ -12,12 +12,56 @@
  * `checkpoint.old`, the temp dir to `checkpoint`, and `checkpoint.old` is removed. A crash between
  * the renames leaves only `checkpoint.old`, which loadCheckpoint falls back to.
  */
+import { EXIT_CODES, PatchflowError } from '@patchflow/tensor';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-export class CheckpointError extends Error {
+export class CheckpointError extends PatchflowError {
   override name = 'CheckpointError';
+}
+
+/**
+ * The environment refused a write (full disk, quota, read-only or permission-denied directory, an
+ * I/O error): not a bug, and not the user's input either; a CLI exits with code 4.
+ */
+export class StorageError extends PatchflowError {
+  override name = 'StorageError';
+  override readonly exitCode = EXIT_CODES.storage;
+  constructor(
+    message: string,
+    /** The errno code (ENOSPC, EACCES, ...). */
+    readonly code?: string,
+    /** The file or directory that could not be written. */
+    readonly path?: string,
+  ) {
+    super(message);
+  }
+}
+
+const STORAGE_ERRNO: Record<string, string> = {
+  ENOSPC: 'no space left on device',
+  EDQUOT: 'disk quota exceeded',
+  EFBIG: 'file too large for the file system',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EROFS: 'read-only file system',
+  EIO: 'input/output error',
+  ENOTDIR: 'a path component is not a directory',
+  EISDIR: 'is a directory',
+  ENAMETOOLONG: 'file name too long',
+};
+
+/**
+ * `e` as a StorageError ("could not write <what> (<path>): <why> (<CODE>)<context>") when it is an
+ * errno error of the environment, or a StorageError to restate with this `what` (the path it names
+ * is kept); undefined for anything else (a bug stays a bug).
+ */
+export function asStorageError(e: unknown, what: string, file?: string, context = ''): StorageError | undefined {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (!code || !(code in STORAGE_ERRNO)) return undefined;
+  const where = e instanceof StorageError ? e.path : (file ?? (e as NodeJS.ErrnoException).path);
+  return new StorageError(`could not write ${what}${where ? ` (${where})` : ''}: ${STORAGE_ERRNO[code]} (${code})${context}`, code, where);
 }
 
 export type SafetensorsDtype = 'F32' | 'I32' | 'U8' | 'F16';
@@ -342,34 +386,52 @@ function checkStateFields(state: unknown, where: string): void {
   if (!Number.isInteger(s.step) || (s.step as number) < 0) throw new CheckpointError(`${where}: missing field "step" (a non-negative integer)`);
 }
 
-/** Atomically replaces `<dir>/checkpoint` with a new checkpoint (see the module comment). */
+/**
+ * Atomically replaces `<dir>/checkpoint` with a new checkpoint (see the module comment). Every file
+ * of one save carries the same checkpoint id (state.json `checkpointId`, safetensors metadata
+ * `checkpoint_id`), so a reader can tell a complete checkpoint from files of two saves. A write the
+ * environment refuses throws StorageError; the previous checkpoint is then untouched.
+ */
 export function saveCheckpoint(dir: string, data: CheckpointData): string {
   checkStateFields(data.state, `checkpoint for ${dir}`);
-  fs.mkdirSync(dir, { recursive: true });
-  // Temp dirs left by a crashed save are garbage.
-  for (const e of fs.readdirSync(dir)) if (e.startsWith(TMP_PREFIX)) fs.rmSync(path.join(dir, e), { recursive: true, force: true });
-  const tmp = path.join(dir, TMP_PREFIX + tmpSuffix());
+  const id = tmpSuffix();
+  const tmp = path.join(dir, TMP_PREFIX + id);
   const target = path.join(dir, CHECKPOINT_DIR);
   const old = path.join(dir, CHECKPOINT_OLD_DIR);
-  fs.mkdirSync(tmp);
+  let current = dir;
   try {
-    writeSynced(path.join(tmp, 'model.safetensors'), encodeSafetensors(data.weights, { producer: 'patchflow' }));
-    writeSynced(path.join(tmp, 'optimizer.safetensors'), encodeSafetensors(data.optimizer, { producer: 'patchflow' }));
-    if (data.tokenizerJson !== undefined) writeSynced(path.join(tmp, 'tokenizer.json'), data.tokenizerJson);
-    writeSynced(path.join(tmp, 'state.json'), JSON.stringify(data.state, null, 2) + '\n');
-    fsyncDir(tmp);
-  } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
-  if (fs.existsSync(target)) {
-    // A leftover checkpoint.old next to a complete checkpoint is stale.
+    fs.mkdirSync(dir, { recursive: true });
+    // Temp dirs left by a crashed save are garbage.
+    for (const e of fs.readdirSync(dir)) if (e.startsWith(TMP_PREFIX)) fs.rmSync(path.join(dir, e), { recursive: true, force: true });
+    current = tmp;
+    fs.mkdirSync(tmp);
+    const write = (file: string, content: FileData) => {
+      current = path.join(tmp, file);
+      writeSynced(current, content);
+    };
+    try {
+      const meta = { producer: 'patchflow', checkpoint_id: id };
+      write('model.safetensors', encodeSafetensors(data.weights, meta));
+      write('optimizer.safetensors', encodeSafetensors(data.optimizer, meta));
+      if (data.tokenizerJson !== undefined) write('tokenizer.json', data.tokenizerJson);
+      write('state.json', JSON.stringify({ ...(data.state as object), checkpointId: id }, null, 2) + '\n');
+      fsyncDir(tmp);
+    } catch (e) {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      throw e;
+    }
+    current = dir;
+    if (fs.existsSync(target)) {
+      // A leftover checkpoint.old next to a complete checkpoint is stale.
+      fs.rmSync(old, { recursive: true, force: true });
+      fs.renameSync(target, old);
+    }
+    fs.renameSync(tmp, target);
+    fsyncDir(dir);
     fs.rmSync(old, { recursive: true, force: true });
-    fs.renameSync(target, old);
+  } catch (e) {
+    throw asStorageError(e, 'the checkpoint', current) ?? e;
   }
-  fs.renameSync(tmp, target);
-  fsyncDir(dir);
-  fs.rmSync(old, { recursive: true, force: true });
   return target;
 }
 
@@ -383,8 +445,36 @@ function toFloat(t: ReadTensor): FloatTensor {
   return { shape: t.shape, data: Float32Array.from(t.data) };
 }
 
-/** Loads a checkpoint from a run directory (or a checkpoint directory itself). */
+/** Blocks the thread for `ms` (loadCheckpoint is synchronous). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
+ * Loads a checkpoint from a run directory (or a checkpoint directory itself). Safe while a run is
+ * saving into the same directory: when a file vanishes mid-read (the swap renamed its directory) or
+ * the files' checkpoint ids differ (they come from two saves), it reads again, so it always returns
+ * one complete checkpoint.
+ */
 export function loadCheckpoint(dir: string): LoadedCheckpoint {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return loadOnce(dir);
+    } catch (e) {
+      if (!(e instanceof TornCheckpoint) || attempt >= 20) throw e instanceof TornCheckpoint ? e.cause : e;
+      sleepSync(25);
+    }
+  }
+}
+
+/** A read that raced with a save; loadCheckpoint retries it. */
+class TornCheckpoint extends Error {
+  constructor(override readonly cause: CheckpointError) {
+    super(cause.message);
+  }
+}
+
+function loadOnce(dir: string): LoadedCheckpoint {
   if (!fs.existsSync(dir)) throw new CheckpointError(`no checkpoint at ${dir}: the directory does not exist`);
   let ck: string;
   let recovered = false;
@@ -394,13 +484,15 @@ export function loadCheckpoint(dir: string): LoadedCheckpoint {
     ck = path.join(dir, CHECKPOINT_OLD_DIR);
     recovered = true;
   } else throw new CheckpointError(`no checkpoint in ${dir} (expected ${path.join(dir, CHECKPOINT_DIR)}/ with state.json and model.safetensors)`);
+  // a file that vanished under us: the directory was swapped mid-read (unless it is a plain checkpoint dir)
+  const vanished = (err: CheckpointError) => (ck === dir ? err : new TornCheckpoint(err));
 
   const statePath = path.join(ck, 'state.json');
   let stateText: string;
   try {
     stateText = fs.readFileSync(statePath, 'utf8');
   } catch {
-    throw new CheckpointError(`${statePath}: file not found (incomplete checkpoint)`);
+    throw vanished(new CheckpointError(`${statePath}: file not found (incomplete checkpoint)`));
   }
   let state: unknown;
   try {
@@ -409,10 +501,38 @@ export function loadCheckpoint(dir: string): LoadedCheckpoint {
     throw new CheckpointError(`${statePath}: not valid JSON (${(e as Error).message})`);
   }
   checkStateFields(state, statePath);
-  const floats = (file: string) => Object.fromEntries(Object.entries(readSafetensors(path.join(ck, file)).tensors).map(([k, t]) => [k, toFloat(t)]));
+  const id = (state as { checkpointId?: unknown }).checkpointId;
+  const floats = (file: string) => {
+    const full = path.join(ck, file);
+    let read: ReturnType<typeof readSafetensors>;
+    try {
+      read = readSafetensors(full);
+    } catch (e) {
+      if (e instanceof CheckpointError && e.message.endsWith(': file not found')) throw vanished(e);
+      throw e;
+    }
+    const { tensors, metadata } = read;
+    if (typeof id === 'string' && metadata.checkpoint_id !== undefined && metadata.checkpoint_id !== id) {
+      throw new TornCheckpoint(new CheckpointError(`${ck}: ${file} (checkpoint ${metadata.checkpoint_id}) and state.json (checkpoint ${id}) come from different saves`));
+    }
+    return Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, toFloat(t)]));
+  };
   const weights = floats('model.safetensors');
   const optimizer = floats('optimizer.safetensors');
   const tokPath = path.join(ck, 'tokenizer.json');
-  const tokenizerJson = fs.existsSync(tokPath) ? fs.readFileSync(tokPath, 'utf8') : undefined;
+  let tokenizerJson: string | undefined;
+  try {
+    tokenizerJson = fs.readFileSync(tokPath, 'utf8');
+  } catch {
+    tokenizerJson = undefined;
+  }
+  // the directory still holds the save we started reading (else the tokenizer may be another's)
+  let again: unknown;
+  try {
+    again = JSON.parse(fs.readFileSync(statePath, 'utf8'));
+  } catch {
+    throw vanished(new CheckpointError(`${statePath}: changed while being read`));
+  }
+  if ((again as { checkpointId?: unknown }).checkpointId !== id) throw new TornCheckpoint(new CheckpointError(`${ck}: changed while being read`));
   return { dir: ck, recovered, weights, optimizer, state, tokenizerJson };
 }

@@ -2,7 +2,9 @@
  * Run configuration: defaults, validation and merging. Every user-facing mistake becomes a
  * ConfigError with one line that names the key.
  */
-export class ConfigError extends Error {
+import { PatchflowError } from '@patchflow/tensor';
+
+export class ConfigError extends PatchflowError {
   override name = 'ConfigError';
 }
 

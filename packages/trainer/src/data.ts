@@ -18,12 +18,13 @@
  * (fewer than 1/f blocks), the last round(N * f) tokens are validation instead. Each split is the
  * concatenation of its blocks in stream order.
  */
+import { PatchflowError } from '@patchflow/tensor';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { Rng } from './rng.js';
 
-export class DataError extends Error {
+export class DataError extends PatchflowError {
   override name = 'DataError';
 }
 

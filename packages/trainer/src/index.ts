@@ -10,3 +10,4 @@ export * from './tokenizer.js';
 export * from './data.js';
 export * from './checkpoint.js';
 export * from './load.js';
+export * from './runlock.js';

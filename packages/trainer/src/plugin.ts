@@ -5,12 +5,13 @@
  * settings (`phase.plugins[plugin.name]`); several plugins compose in the order they are given.
  */
 import type { tf } from '@patchflow/tensor';
-import type { TrainConfig } from './config.js';
+import { ConfigError, type TrainConfig } from './config.js';
 import type { GPT } from './model.js';
 import type { AdamW } from './optim.js';
 
-export class PluginError extends Error {
-  override name = 'ConfigError';
+/** A bad plugin setting or an invalid plan: a ConfigError that names the plugin's key. */
+export class PluginError extends ConfigError {
+  override name = 'PluginError';
 }
 
 export interface PhaseSpec {

@@ -12,10 +12,11 @@
  * WhitespaceSplit/Sequence, decoders other than ByteLevel/Sequence/none. The post-processor
  * (e.g. BOS insertion) is ignored: encode() returns the plain token stream used for training.
  */
+import { PatchflowError } from '@patchflow/tensor';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 
-export class TokenizerError extends Error {
+export class TokenizerError extends PatchflowError {
   override name = 'TokenizerError';
 }
 

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { tf, crossEntropy, useBackend } from '@patchflow/tensor';
+import { tf, crossEntropy, useBackend, EXIT_CODES, PatchflowError } from '@patchflow/tensor';
 import { type TrainConfig, finalizeModelConfig, resolveConfig } from './config.js';
 import { GPT } from './model.js';
 import { AdamW, learningRate } from './optim.js';
@@ -25,10 +25,12 @@ import {
 import { Rng } from './rng.js';
 import { BatchSampler, DataError, TokenDataset, evalWindows, loadCorpus } from './data.js';
 import { type Tokenizer, HfTokenizer, loadTokenizer } from './tokenizer.js';
-import { CheckpointError, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { CHECKPOINT_DIR, CheckpointError, StorageError, asStorageError, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { acquireRunLock, formatStarted } from './runlock.js';
 
-export class DivergenceError extends Error {
+export class DivergenceError extends PatchflowError {
   override name = 'DivergenceError';
+  override readonly exitCode = EXIT_CODES.diverged;
 }
 
 export interface ResolvedPhase extends PhaseSpec {
@@ -152,7 +154,26 @@ export async function evaluate(model: GPT, windows: Int32Array[], batchSize: num
   return total / count;
 }
 
+/**
+ * Trains a model. With `outDir`, the run directory is locked for the whole run (a second writer
+ * fails before step 1 with RunLockError; a stale lock is taken over with a 'log' event) and the lock
+ * is released on every exit path.
+ */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
+  if (!opts.outDir) return trainUnlocked(opts);
+  const lock = acquireRunLock(opts.outDir, 'patchflow train');
+  try {
+    if (lock.tookOver) {
+      const h = lock.tookOver;
+      opts.onEvent?.({ type: 'log', message: `took over the stale lock on ${opts.outDir} of pid ${h.pid} (started ${formatStarted(h.started)}), whose process is gone` });
+    }
+    return await trainUnlocked(opts);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
   const plugins = opts.plugins ?? [];
   const emit = opts.onEvent ?? (() => {});
   const outDir = opts.outDir;
@@ -219,10 +240,20 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
 
   const metricsPath = outDir ? path.join(outDir, 'metrics.jsonl') : undefined;
-  if (outDir) fs.mkdirSync(outDir, { recursive: true });
-  const writeMetric = (rec: object) => {
-    if (metricsPath) fs.appendFileSync(metricsPath, JSON.stringify(rec) + '\n');
+  /** A refused write as one StorageError that also says which checkpoint is intact. */
+  const refused = (e: unknown, what: string, file?: string): unknown => {
+    const intact = run.lastGood !== undefined ? `; the checkpoint of step ${run.lastGood} in ${path.join(outDir!, CHECKPOINT_DIR)} is intact` : '; no checkpoint had been written yet';
+    return asStorageError(e, what, file, intact) ?? e;
   };
+  const writeMetric = (rec: object) => {
+    if (!metricsPath) return;
+    try {
+      fs.appendFileSync(metricsPath, JSON.stringify(rec) + '\n');
+    } catch (e) {
+      throw refused(e, 'metrics', metricsPath);
+    }
+  };
+  if (outDir) checkFreeSpace(outDir, model);
 
   const save = async () => {
     if (!outDir) return;
@@ -235,24 +266,28 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       for (const [k, v] of Object.entries(s.tensors ?? {})) extraTensors[`plugin.${p.name}.${k}`] = v;
     }
     const opt = await optimizer.exportState();
-    saveCheckpoint(outDir, {
-      weights: await model.exportWeights(),
-      optimizer: { ...opt.tensors, ...extraTensors },
-      state: {
-        format: 'patchflow-checkpoint/1',
-        config,
-        step: run.step,
-        run: { ...run, lastGood: run.step },
-        sampler: sampler.state(),
-        optimizerT: opt.t,
-        plugins: pluginStates,
-        evals,
-        tokenizer: tokenizer.toJSON(),
-        corpus: { name: corpus.name, tokens: ids.length },
-        parameters: model.parameterCount(),
-      },
-      tokenizerJson: tokenizer instanceof HfTokenizer ? tokenizer.json : undefined,
-    });
+    try {
+      saveCheckpoint(outDir, {
+        weights: await model.exportWeights(),
+        optimizer: { ...opt.tensors, ...extraTensors },
+        state: {
+          format: 'patchflow-checkpoint/1',
+          config,
+          step: run.step,
+          run: { ...run, lastGood: run.step },
+          sampler: sampler.state(),
+          optimizerT: opt.t,
+          plugins: pluginStates,
+          evals,
+          tokenizer: tokenizer.toJSON(),
+          corpus: { name: corpus.name, tokens: ids.length },
+          parameters: model.parameterCount(),
+        },
+        tokenizerJson: tokenizer instanceof HfTokenizer ? tokenizer.json : undefined,
+      });
+    } catch (e) {
+      throw refused(e, `the checkpoint of step ${run.step}`);
+    }
     run.lastGood = run.step;
     emit({ type: 'checkpoint', step: run.step, dir: outDir });
   };
@@ -386,6 +421,29 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     await save();
   }
   return { model, tokenizer, phases, steps: run.step, valLoss, evals, losses, flops: run.flops, tokens: run.tokens, seconds: (Date.now() - t0) / 1000, interrupted };
+}
+
+/**
+ * Fails before step 1 when the output directory's file system cannot hold one checkpoint (weights
+ * and AdamW moments in f32, plus a margin); where free space cannot be read, says nothing.
+ */
+function checkFreeSpace(outDir: string, model: GPT): void {
+  let free: number;
+  try {
+    const st = fs.statfsSync(outDir);
+    free = Number(st.bavail) * Number(st.bsize);
+  } catch {
+    return;
+  }
+  const need = Math.ceil(model.parameterCount() * 4 * 3 * 1.05) + 64 * 1024;
+  if (free < need) {
+    const mb = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+    throw new StorageError(
+      `${outDir} has ${mb(free)} free but a checkpoint of this model needs about ${mb(need)} (weights and optimizer state); free some space or use another output directory`,
+      'ENOSPC',
+      outDir,
+    );
+  }
 }
 
 function divergenceMessage(step: number, value: number, lastGood: number | undefined, outDir: string | undefined, what = 'loss'): string {

@@ -281,7 +281,7 @@ describe('checkpoint directories', () => {
       expect(c.recovered).toBe(false);
       expect(c.weights).toEqual(weights(6));
       expect(c.optimizer).toEqual(optimizer(0.5));
-      expect(c.state).toEqual(state(10));
+      expect(c.state).toEqual({ ...state(10), checkpointId: expect.stringMatching(/^\d+-[a-z0-9]+$/) });
       expect(c.tokenizerJson).toBe('{"model":{}}');
     }
     // second save replaces the first; no tokenizer this time
