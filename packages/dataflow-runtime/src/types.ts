@@ -58,6 +58,35 @@ export interface SparseInfo {
   pattern: string;
 }
 
+/**
+ * What an op computes, with its operands as tensor ids: the part of the graph an executor lowers to
+ * kernels. Set on every op of the fused graph (`eager: false`); the extra kernels of the eager graph
+ * (casts, helper reductions, copies) have none. Matmuls: out = op(a)·op(b) (+ bias); `param` names the
+ * weight parameter a projection multiplies by (forward and dX) or whose gradient it writes (dW).
+ */
+export type OpSemantics =
+  | { fn: 'embed'; table: string; ids: string; out: string }
+  | { fn: 'patch-mean'; k: number; x: string; out: string }
+  | { fn: 'add-positions'; x: string; pos: string; out: string }
+  | { fn: 'layernorm'; x: string; gain: string; bias: string; out: string; stats: string }
+  | { fn: 'matmul'; a: string; b: string; transA: boolean; transB: boolean; bias?: string; out: string; param?: string }
+  | { fn: 'rotary'; x: string; out: string; inverse: boolean }
+  | { fn: 'attention'; qkv: string; out: string; lse: string }
+  | { fn: 'add'; a: string; b: string; out: string }
+  | { fn: 'gelu'; x: string; out: string }
+  | { fn: 'xent'; logits: string; labels: string; loss: string; lse: string }
+  | { fn: 'xent-grad'; logits: string; lse: string; labels: string; out: string }
+  | { fn: 'layernorm-grad'; dy: string; x: string; stats: string; gain: string; dx: string; dgain: string; dbias: string }
+  | { fn: 'colsum'; x: string; out: string }
+  | { fn: 'gelu-grad'; dy: string; x: string; out: string }
+  | { fn: 'attention-grad'; qkv: string; out: string; lse: string; dout: string; dqkv: string }
+  | { fn: 'positions-grad'; dy: string; out: string }
+  | { fn: 'patch-mean-grad'; k: number; dy: string; out: string }
+  | { fn: 'embed-grad'; ids: string; dy: string; out: string; add?: string }
+  | { fn: 'cast'; x: string; out: string }
+  | { fn: 'grad-norm'; grads: string[]; out: string }
+  | { fn: 'adamw'; params: { name: string; w: string; g: string; m: string; v: string; decay: boolean; masked: boolean }[]; norm: string };
+
 export interface OpSpec {
   index: number;
   id: string;
@@ -80,6 +109,8 @@ export interface OpSpec {
   sparse?: SparseInfo;
   /** Processes rows (positions), so it streams micro-batches in a pipeline; false for per-parameter ops. */
   tiled: boolean;
+  /** The math, for executors (see OpSemantics). */
+  sem?: OpSemantics;
 }
 
 export interface GraphMeta {

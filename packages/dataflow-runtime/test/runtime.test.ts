@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { paramSpecs } from '@patchflow/trainer';
+import { forwardFlopsPerPosition, paramSpecs, productFlopsPerPosition } from '@patchflow/trainer';
 import {
   ConfigError, type GptShape, type HardwareSpec, attentionRate, buildStepGraph, eagerKbk, footprint, fuse, graphToJson, indexBytes, memoryProfile, opCost, pipeline, plan, resolveModel, simulate, validateHardware,
 } from '../src/index.js';
@@ -340,4 +340,60 @@ describe('bad input names the field', () => {
     expect(() => resolveModel('gpt-99b')).toThrow(/unknown model preset/);
     expect(() => buildStepGraph(TINY, { batch: 0 })).toThrow(/batch must be an integer >= 1/);
   });
+});
+
+describe('the graph is built from the model description (trainer spec.ts)', () => {
+  const configs: GptShape[] = [
+    TINY,
+    { vocabSize: 300, nLayer: 3, nHead: 4, dModel: 64, dFF: 192, seqLen: 32, positions: 'rotary', tiedEmbeddings: false },
+    { vocabSize: 512, nLayer: 2, nHead: 2, dModel: 32, dFF: 128, seqLen: 16, positions: 'learned', tiedEmbeddings: false },
+    resolveModel('patchflow-default'),
+  ];
+  for (const model of configs) {
+    const label = `${model.nLayer}L d${model.dModel} V${model.vocabSize} ${model.positions} ${model.tiedEmbeddings ? 'tied' : 'untied'}`;
+    for (const patchSize of [1, 4]) {
+      const B = 2;
+      const g = buildStepGraph(model, { batch: B, precision: 'fp32', patchSize });
+      const BT = B * model.seqLen;
+      const specs = paramSpecs(model);
+
+      it(`${label}, K=${patchSize}: one weight, gradient and two moments per parameter, with its shape`, () => {
+        const weights = g.tensors.filter((t) => t.role === 'weight' && t.producer === null);
+        expect(weights.map((t) => t.id)).toEqual(specs.map((s) => `W:${s.name}`));
+        for (const s of specs) {
+          for (const prefix of ['W', 'G', 'M', 'V']) {
+            const t = g.tensors.find((x) => x.id === `${prefix}:${s.name}`);
+            expect(t?.shape, `${prefix}:${s.name}`).toEqual(s.shape);
+          }
+        }
+      });
+
+      it(`${label}, K=${patchSize}: every product's forward, dX and dW cost the spec's 2·in·out per position`, () => {
+        for (const s of specs) {
+          const perPos = productFlopsPerPosition(s, model);
+          const mm = g.ops.filter((o) => o.sem?.fn === 'matmul' && o.sem.param === s.name);
+          if (!perPos) {
+            expect(mm, s.name).toEqual([]);
+            continue;
+          }
+          expect(mm.map((o) => o.phase), s.name).toEqual(['forward', 'backward', 'backward']);
+          for (const o of mm) expect(o.matmulFlops, `${o.id}`).toBe(BT * perPos);
+        }
+        // and the forward products plus attention add up to the trainer's FLOPs per position
+        const fwd = g.ops.filter((o) => o.phase === 'forward').reduce((a, o) => a + o.matmulFlops, 0);
+        const causalFull = g.ops.filter((o) => o.kind === 'attention' && o.phase === 'forward').reduce((a, o) => a + o.matmulFlops / ((model.seqLen + 1) / (2 * model.seqLen)), 0);
+        const proj = fwd - g.ops.filter((o) => o.kind === 'attention' && o.phase === 'forward').reduce((a, o) => a + o.matmulFlops, 0);
+        expect(proj + causalFull).toBeCloseTo(BT * forwardFlopsPerPosition(model), 6);
+      });
+
+      it(`${label}, K=${patchSize}: every op's semantics name only tensors it reads or writes`, () => {
+        for (const o of g.ops) {
+          expect(o.sem, o.id).toBeDefined();
+          const touched = new Set([...o.reads, ...o.writes].map((a) => a.tensor));
+          const ids = Object.entries(o.sem!).flatMap(([k, v]) => (k === 'fn' || k === 'param' ? [] : typeof v === 'string' ? [v] : Array.isArray(v) ? v.flatMap((x) => (typeof x === 'string' ? [x] : [x.w, x.g, x.m, x.v])) : []));
+          for (const id of ids) expect(touched.has(id), `${o.id}: ${id}`).toBe(true);
+        }
+      });
+    }
+  }
 });

@@ -31,6 +31,7 @@ import {
   type StepContext,
   type TrainConfig,
   type TrainerPlugin,
+  type ParamRole,
   Rng,
   fillNormal,
 } from '@patchflow/trainer';
@@ -177,17 +178,18 @@ export function resolveSparsityOptions(opts: SparsityOptions | Record<string, un
   };
 }
 
-/** The weight matrices a setting masks, with their [K, N] shapes, for a model config. */
+/** The roles (spec.ts) each layer group masks. */
+const GROUP_ROLES: Record<LayerGroup, readonly ParamRole[]> = {
+  attention: ['attn.qkv', 'attn.out'],
+  mlp: ['mlp.in', 'mlp.out'],
+  embeddings: ['embedding', 'head'],
+};
+
+/** The weight matrices a setting masks, with their [K, N] shapes, for a model config (read from the model description). */
 export function maskedMatrices(model: TrainConfig['model'], layers: readonly LayerGroup[]): Record<string, [number, number]> {
+  const roles = new Set(layers.flatMap((l) => GROUP_ROLES[l]));
   const out: Record<string, [number, number]> = {};
-  for (const s of paramSpecs(model)) {
-    const attn = /^blocks\.\d+\.attn\.(qkv|proj)\.weight$/.test(s.name);
-    const mlp = /^blocks\.\d+\.mlp\.(fc|proj)\.weight$/.test(s.name);
-    const emb = s.name === 'tok_emb.weight' || s.name === 'lm_head.weight';
-    if ((attn && layers.includes('attention')) || (mlp && layers.includes('mlp')) || (emb && layers.includes('embeddings'))) {
-      out[s.name] = [s.shape[0]!, s.shape[1]!];
-    }
-  }
+  for (const s of paramSpecs(model)) if (roles.has(s.role)) out[s.name] = [s.shape[0]!, s.shape[1]!];
   return out;
 }
 

@@ -1,4 +1,5 @@
 export * from './config.js';
+export * from './spec.js';
 export * from './model.js';
 export * from './optim.js';
 export * from './plugin.js';

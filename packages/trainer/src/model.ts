@@ -1,10 +1,11 @@
 /**
- * A decoder-only GPT: token embedding (+ learned positions or rotary), pre-LayerNorm blocks of
- * causal self-attention and a GELU MLP, a final LayerNorm and an LM head (optionally tied to the
- * token embedding). Every tensor stays at rank <= 4 (the webgpu backend's limit).
+ * The GPT of spec.ts run with tfjs: token embedding (+ learned positions or rotary), pre-LayerNorm
+ * blocks of causal self-attention and a GELU MLP, a final LayerNorm and an LM head (optionally tied
+ * to the token embedding). Every tensor stays at rank <= 4 (the webgpu backend's limit).
  */
 import { tf, layerNorm, gelu, causalAttention } from '@patchflow/tensor';
 import type { ModelConfig } from './config.js';
+import { FINAL_NORM, LM_HEAD, POSITION_EMBEDDING, TOKEN_EMBEDDING, blockParamNames, forwardFlopsPerPosition, hasProduct, paramSpecs, type ParamSpec } from './spec.js';
 import { Rng, fillNormal } from './rng.js';
 import { CheckpointError } from './checkpoint.js';
 
@@ -16,47 +17,6 @@ export type ParamMap = Map<string, tf.Variable>;
  * weight's current values and be differentiable in x, w and bias.
  */
 export type MatMulImpl = (x: tf.Tensor2D, w: tf.Tensor2D, bias?: tf.Tensor) => tf.Tensor2D;
-
-export interface ParamSpec {
-  name: string;
-  shape: number[];
-  init: 'normal' | 'residual' | 'zeros' | 'ones';
-  /** Weight decay applies to matrices only (not biases, LayerNorm or positions). */
-  decay: boolean;
-}
-
-export function paramSpecs(c: ModelConfig): ParamSpec[] {
-  const d = c.dModel;
-  const specs: ParamSpec[] = [{ name: 'tok_emb.weight', shape: [c.vocabSize, d], init: 'normal', decay: true }];
-  if (c.positions === 'learned') specs.push({ name: 'pos_emb.weight', shape: [c.seqLen, d], init: 'normal', decay: false });
-  for (let i = 0; i < c.nLayer; i++) {
-    const p = `blocks.${i}.`;
-    specs.push(
-      { name: p + 'ln1.weight', shape: [d], init: 'ones', decay: false },
-      { name: p + 'ln1.bias', shape: [d], init: 'zeros', decay: false },
-      { name: p + 'attn.qkv.weight', shape: [d, 3 * d], init: 'normal', decay: true },
-      { name: p + 'attn.qkv.bias', shape: [3 * d], init: 'zeros', decay: false },
-      { name: p + 'attn.proj.weight', shape: [d, d], init: 'residual', decay: true },
-      { name: p + 'attn.proj.bias', shape: [d], init: 'zeros', decay: false },
-      { name: p + 'ln2.weight', shape: [d], init: 'ones', decay: false },
-      { name: p + 'ln2.bias', shape: [d], init: 'zeros', decay: false },
-      { name: p + 'mlp.fc.weight', shape: [d, c.dFF], init: 'normal', decay: true },
-      { name: p + 'mlp.fc.bias', shape: [c.dFF], init: 'zeros', decay: false },
-      { name: p + 'mlp.proj.weight', shape: [c.dFF, d], init: 'residual', decay: true },
-      { name: p + 'mlp.proj.bias', shape: [d], init: 'zeros', decay: false },
-    );
-  }
-  specs.push({ name: 'ln_f.weight', shape: [d], init: 'ones', decay: false }, { name: 'ln_f.bias', shape: [d], init: 'zeros', decay: false });
-  if (!c.tiedEmbeddings) specs.push({ name: 'lm_head.weight', shape: [d, c.vocabSize], init: 'normal', decay: true });
-  return specs;
-}
-
-/** Forward FLOPs per position, matmuls only (the usual convention): 2 per multiply-add. */
-export function forwardFlopsPerPosition(c: ModelConfig, seqLen = c.seqLen): number {
-  const d = c.dModel;
-  const perLayer = 2 * (d * 3 * d + d * d + 2 * d * c.dFF) + 2 * 2 * seqLen * d; // projections + QK^T and AV
-  return c.nLayer * perLayer + 2 * d * c.vocabSize;
-}
 
 let modelCount = 0;
 
@@ -97,14 +57,13 @@ export class GPT {
   }
 
   /**
-   * Routes the products with weight `param` (a projection `blocks.i.*.weight`, or `lm_head.weight`)
+   * Routes the products with weight `param` (a projection, or the untied head: spec.ts `hasProduct`)
    * through `impl`; no impl restores the dense product.
    */
   setMatMul(param: string, impl?: MatMulImpl): void {
     this.p(param);
-    if (!/^blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc|mlp\.proj)\.weight$|^lm_head\.weight$/.test(param)) {
-      throw new Error(`setMatMul: ${param} is not a projection weight`);
-    }
+    const spec = this.specs.find((s) => s.name === param)!;
+    if (!hasProduct(spec)) throw new Error(`setMatMul: ${param} (${spec.role}) is not a projection or head weight`);
     if (impl) this.matMuls.set(param, impl);
     else this.matMuls.delete(param);
   }
@@ -134,7 +93,7 @@ export class GPT {
   /** Token embeddings [B, T, d] of int32 ids [B, T] (no positions). */
   embed(ids: tf.Tensor2D): tf.Tensor3D {
     const [b, t] = ids.shape;
-    const flat = tf.gather(this.p('tok_emb.weight'), tf.reshape(ids, [b * t]));
+    const flat = tf.gather(this.p(TOKEN_EMBEDDING), tf.reshape(ids, [b * t]));
     return tf.reshape(flat, [b, t, this.config.dModel]);
   }
 
@@ -151,21 +110,21 @@ export class GPT {
     let hs: tf.Tensor2D;
     if (c.positions === 'learned') {
       // a full-length slice would cost a Pad in the backward pass
-      const pos = t === c.seqLen ? this.p('pos_emb.weight') : tf.slice(this.p('pos_emb.weight'), [0, 0], [t, d]);
+      const pos = t === c.seqLen ? this.p(POSITION_EMBEDDING) : tf.slice(this.p(POSITION_EMBEDDING), [0, 0], [t, d]);
       hs = tf.reshape(tf.add(x, pos), [b * t, d]);
     } else {
       hs = tf.reshape(x, [b * t, d]);
     }
-    const linear = (inp: tf.Tensor2D, w: string) => {
-      const impl = this.matMuls.get(w + '.weight');
-      if (impl) return impl(inp, this.p(w + '.weight') as tf.Tensor2D, this.p(w + '.bias'));
-      return tf.fused.matMul({ a: inp, b: this.p(w + '.weight') as tf.Tensor2D, bias: this.p(w + '.bias') }) as tf.Tensor2D;
+    const linear = (inp: tf.Tensor2D, p: { weight: string; bias: string }) => {
+      const impl = this.matMuls.get(p.weight);
+      if (impl) return impl(inp, this.p(p.weight) as tf.Tensor2D, this.p(p.bias));
+      return tf.fused.matMul({ a: inp, b: this.p(p.weight) as tf.Tensor2D, bias: this.p(p.bias) }) as tf.Tensor2D;
     };
     const heads = (m: tf.Tensor2D) => tf.transpose(tf.reshape(m, [b, t, h, hd]), [0, 2, 1, 3]) as tf.Tensor4D;
     for (let i = 0; i < c.nLayer; i++) {
-      const p = `blocks.${i}.`;
-      const a = layerNorm(hs, this.p(p + 'ln1.weight'), this.p(p + 'ln1.bias'));
-      const qkv = linear(a, p + 'attn.qkv');
+      const P = blockParamNames(i);
+      const a = layerNorm(hs, this.p(P.ln1.gain), this.p(P.ln1.bias));
+      const qkv = linear(a, P.qkv);
       const [q0, k0, v0] = tf.split(qkv, 3, 1) as tf.Tensor2D[];
       let q = heads(q0!);
       let k = heads(k0!);
@@ -176,15 +135,15 @@ export class GPT {
       }
       const att = causalAttention(q, k, v);
       const merged = tf.reshape(tf.transpose(att, [0, 2, 1, 3]), [b * t, d]) as tf.Tensor2D;
-      hs = tf.add(hs, linear(merged, p + 'attn.proj')) as tf.Tensor2D;
-      const m = layerNorm(hs, this.p(p + 'ln2.weight'), this.p(p + 'ln2.bias'));
-      const fc = gelu(linear(m, p + 'mlp.fc'));
-      hs = tf.add(hs, linear(fc, p + 'mlp.proj')) as tf.Tensor2D;
+      hs = tf.add(hs, linear(merged, P.out)) as tf.Tensor2D;
+      const m = layerNorm(hs, this.p(P.ln2.gain), this.p(P.ln2.bias));
+      const fc = gelu(linear(m, P.fc));
+      hs = tf.add(hs, linear(fc, P.proj)) as tf.Tensor2D;
     }
-    const f = layerNorm(hs, this.p('ln_f.weight'), this.p('ln_f.bias'));
-    if (c.tiedEmbeddings) return tf.matMul(f, this.p('tok_emb.weight'), false, true);
-    const head = this.matMuls.get('lm_head.weight');
-    return head ? head(f as tf.Tensor2D, this.p('lm_head.weight') as tf.Tensor2D) : tf.matMul(f, this.p('lm_head.weight'));
+    const f = layerNorm(hs, this.p(FINAL_NORM.gain), this.p(FINAL_NORM.bias));
+    if (c.tiedEmbeddings) return tf.matMul(f, this.p(TOKEN_EMBEDDING), false, true);
+    const head = this.matMuls.get(LM_HEAD);
+    return head ? head(f as tf.Tensor2D, this.p(LM_HEAD) as tf.Tensor2D) : tf.matMul(f, this.p(LM_HEAD));
   }
 
   /** Logits [B*T, V] for token ids [B, T]. */
