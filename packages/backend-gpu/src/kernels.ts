@@ -20,7 +20,7 @@
  * Tile shapes depend only on b (a compile-time constant in the shader); M, K, N come from the
  * shape uniforms tfjs passes, so one pipeline serves every shape with the same b.
  */
-import type { tf } from '@patchflow/tensor';
+import { KERNELS, type tf } from '@patchflow/tensor';
 
 type TensorInfo = tf.TensorInfo;
 
@@ -321,7 +321,7 @@ function zeros(backend: WebGpuBackendLike, shape: number[]): TensorInfo {
 }
 
 function blockSparseMatMul(args: KernelArgs): TensorInfo {
-  const kernel = 'PfBlockSparseMatMul';
+  const kernel = KERNELS.blockSparseMatMul;
   const backend = args.backend as WebGpuBackendLike;
   const x = input(args, 'x', kernel);
   const w = input(args, 'w', kernel);
@@ -341,7 +341,7 @@ function blockSparseMatMul(args: KernelArgs): TensorInfo {
 }
 
 function blockSparseMatMulGrad(args: KernelArgs): TensorInfo[] {
-  const kernel = 'PfBlockSparseMatMulGrad';
+  const kernel = KERNELS.blockSparseMatMulGrad;
   const backend = args.backend as WebGpuBackendLike;
   const x = input(args, 'x', kernel);
   const w = input(args, 'w', kernel);
@@ -358,7 +358,7 @@ function blockSparseMatMulGrad(args: KernelArgs): TensorInfo[] {
 /** The fused kernels of the webgpu backend (registered on 'webgpu' by the registry). */
 export function webgpuKernels(): { kernelName: string; kernelFunc: tf.KernelFunc }[] {
   return [
-    { kernelName: 'PfBlockSparseMatMul', kernelFunc: blockSparseMatMul as unknown as tf.KernelFunc },
-    { kernelName: 'PfBlockSparseMatMulGrad', kernelFunc: blockSparseMatMulGrad as unknown as tf.KernelFunc },
+    { kernelName: KERNELS.blockSparseMatMul, kernelFunc: blockSparseMatMul as unknown as tf.KernelFunc },
+    { kernelName: KERNELS.blockSparseMatMulGrad, kernelFunc: blockSparseMatMulGrad as unknown as tf.KernelFunc },
   ];
 }

@@ -1,13 +1,14 @@
 /**
  * @patchflow/backend-rdu-sim: hardware descriptions (hw/*.json), a loader that validates them, a
  * `simulateModel` helper over @patchflow/dataflow-runtime, and the `rdu-sim` backend: the numerics run on
- * the `cpu` backend's tfjs backend while `rduSimClock` (a trainer plugin) advances a simulated clock by
- * the dataflow runtime's step time and reports it in each step's metrics.
+ * the `cpu` backend's tfjs backend while `rduSimClock` (a trainer plugin that the backend adds to every
+ * run on it: `registerRunPlugins`) advances a simulated clock by the dataflow runtime's step time and
+ * reports it in each step's metrics.
  */
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { type BackendPlugin, cpuBackend, registerBackend } from '@patchflow/tensor';
-import { addToAllPhases, type PhaseContext, type TrainerPlugin } from '@patchflow/trainer';
+import { addToAllPhases, registerRunPlugins, type PhaseContext, type TrainerPlugin } from '@patchflow/trainer';
 import {
   ConfigError,
   type GraphOptions,
@@ -82,6 +83,8 @@ export const rduSimBackend: BackendPlugin = {
 };
 
 registerBackend(rduSimBackend);
+// every run on it carries the simulated clock (settings from PATCHFLOW_SIM_* at the run's start)
+registerRunPlugins(RDU_SIM_BACKEND, () => [rduSimClock()]);
 
 export interface SimSettings {
   hw: string;

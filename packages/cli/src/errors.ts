@@ -12,6 +12,7 @@
  */
 
 import { EXIT_CODES, PatchflowError, userErrorInfo } from '@patchflow/tensor';
+import { withFlagNames } from './config-flags.js';
 
 /** Exit codes used by the CLI. */
 export const EXIT_OK = 0;
@@ -70,7 +71,7 @@ function oneLine(text: string): string {
  */
 function cliWording(err: unknown, message: string): string {
   if (errorName(err) === 'RunLockError') return message.replace(/; wait for it or use another output directory$/, '; wait for it or pass another --out');
-  return message;
+  return withFlagNames(message);
 }
 
 /** Decide how an error thrown by a command is reported (pure; used by {@link runCli}). */

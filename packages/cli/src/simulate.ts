@@ -1,9 +1,7 @@
 /** `patchflow graph` and `patchflow simulate`: the dataflow runtime's op graph and KBK / DF step-time estimates. */
 import * as fs from 'node:fs';
-import { getBackendPlugin, listBackends } from '@patchflow/tensor';
-import type { TrainConfig } from '@patchflow/trainer';
 import { ConfigError, type GptShape, MODEL_PRESETS, buildStepGraph, eagerKbk, graphToJson, memoryProfile, plan, resolveModel } from '@patchflow/dataflow-runtime';
-import { HARDWARE_NAMES, defaultPrecision, fmtB, fmtS, loadHardware, rduSimClock, simulateModel, type SimClock } from '@patchflow/backend-rdu-sim';
+import { HARDWARE_NAMES, defaultPrecision, fmtB, fmtS, loadHardware, simulateModel } from '@patchflow/backend-rdu-sim';
 import type { FlagSpec } from './args.js';
 import { UserError } from './errors.js';
 import { formatTable } from './table.js';
@@ -129,8 +127,3 @@ export async function simulateCommand(values: Record<string, unknown>): Promise<
   return 0;
 }
 
-/** For `patchflow train`: when the backend is simulated, a plugin that runs the simulated clock. */
-export function simulatedPlugins(config: TrainConfig): SimClock[] {
-  if (!listBackends().some((b) => b.name === config.backend)) return [];
-  return getBackendPlugin(config.backend).capabilities().device === 'simulated' ? [rduSimClock()] : [];
-}

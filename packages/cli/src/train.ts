@@ -1,15 +1,16 @@
 /** `patchflow train`: flags and config file -> TrainConfig -> train(), with progress, metrics, plot and summary. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { resolveConfig, train, ConfigError, checkRunLock, asStorageError, type TrainConfig, type TrainerPlugin, type TrainResult, neftune, labelSmoothing } from '@patchflow/trainer';
-import { patchTraining, describePlan, PLUGIN_NAME as PATCH_PLUGIN } from '@patchflow/patch-training';
-import { sparseTraining, PLUGIN_NAME as SPARSITY_PLUGIN } from '@patchflow/sparsity';
+import { resolveConfig, train, checkRunLock, asStorageError, CHECKPOINT_DIR, CHECKPOINT_OLD_DIR, type TrainConfig, type TrainResult } from '@patchflow/trainer';
+// importing the plugin packages registers their plugins, so config.plugins entries build them
+import { describePlan, PLUGIN_NAME as PATCH_PLUGIN } from '@patchflow/patch-training';
+import { PLUGIN_NAME as SPARSITY_PLUGIN } from '@patchflow/sparsity';
 import type { FlagSpec } from './args.js';
+import { FLAG_KEYS } from './config-flags.js';
 import { UserError } from './errors.js';
 import { Progress } from './progress.js';
 import { lineChartSvg } from './plot.js';
 import { loadBackendModules } from './backends.js';
-import { simulatedPlugins } from './simulate.js';
 
 export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'config', type: 'string', help: 'JSON config file (TrainConfig keys; see the README); flags override it' },
@@ -40,37 +41,11 @@ export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'quiet', type: 'boolean', help: 'no progress bar' },
 ];
 
-const FLAG_TO_CONFIG: Record<string, (c: Record<string, any>, v: unknown) => void> = {
-  data: (c, v) => (c.data = v),
-  tokenizer: (c, v) => (c.tokenizer = v),
-  steps: (c, v) => (c.steps = v),
-  backend: (c, v) => (c.backend = v),
-  'batch-size': (c, v) => (c.batchSize = v),
-  'grad-accum': (c, v) => (c.gradAccum = v),
-  lr: (c, v) => ((c.optim ??= {}).lr = v),
-  'seq-len': (c, v) => ((c.model ??= {}).seqLen = v),
-  layers: (c, v) => ((c.model ??= {}).nLayer = v),
-  'd-model': (c, v) => ((c.model ??= {}).dModel = v),
-  heads: (c, v) => ((c.model ??= {}).nHead = v),
-  'eval-every': (c, v) => (c.evalEvery = v),
-  'checkpoint-every': (c, v) => (c.checkpointEvery = v),
-  seed: (c, v) => (c.seed = v),
-  'patch-size': (c, v) => (patchSettings(c).patchSize = v),
-  'patch-fraction': (c, v) => (patchSettings(c).fraction = v),
-  'patch-optimizer': (c, v) => (patchSettings(c).optimizer = v),
-  sparsity: (c, v) => (pluginSettings(c, SPARSITY_PLUGIN).sparsity = v),
-  'sparsity-pattern': (c, v) => (pluginSettings(c, SPARSITY_PLUGIN).pattern = v),
-  'sparsity-mode': (c, v) => (pluginSettings(c, SPARSITY_PLUGIN).mode = v),
-  'sparsity-distribution': (c, v) => (pluginSettings(c, SPARSITY_PLUGIN).distribution = v),
-  'dense-fraction': (c, v) => (pluginSettings(c, SPARSITY_PLUGIN).denseFraction = v),
-};
-
-function pluginSettings(c: Record<string, any>, name: string): Record<string, unknown> {
-  return ((c.plugins ??= {})[name] ??= {});
-}
-
-function patchSettings(c: Record<string, any>): Record<string, unknown> {
-  return pluginSettings(c, PATCH_PLUGIN);
+function setPath(c: Record<string, unknown>, key: string, v: unknown): void {
+  const parts = key.split('.');
+  let o = c;
+  for (const p of parts.slice(0, -1)) o = (o[p] ??= {}) as Record<string, unknown>;
+  o[parts.at(-1)!] = v;
 }
 
 export function readConfigFile(file: string): Record<string, unknown> {
@@ -85,7 +60,7 @@ export function readConfigFile(file: string): Record<string, unknown> {
 export function configFromFlags(values: Record<string, unknown>): TrainConfig {
   const fromFile = typeof values.config === 'string' ? readConfigFile(values.config) : undefined;
   const fromFlags: Record<string, unknown> = {};
-  for (const [flag, set] of Object.entries(FLAG_TO_CONFIG)) if (values[flag] !== undefined) set(fromFlags, values[flag]);
+  for (const [flag, key] of Object.entries(FLAG_KEYS)) if (values[flag] !== undefined) setPath(fromFlags, key, values[flag]);
   // --patch-* / --sparsity-* flags override single keys of the file's plugin entry, not the whole entry
   for (const name of [PATCH_PLUGIN, SPARSITY_PLUGIN]) {
     const fromFileEntry = (fromFile?.plugins as Record<string, unknown> | undefined)?.[name];
@@ -95,46 +70,27 @@ export function configFromFlags(values: Record<string, unknown>): TrainConfig {
   return resolveConfig(fromFile, fromFlags);
 }
 
-/** Plugins named in config.plugins, instantiated from the known set. */
-export function pluginsFromConfig(config: TrainConfig): TrainerPlugin[] {
-  const known: Record<string, (s: Record<string, unknown>) => TrainerPlugin> = {
-    neftune: (s) => neftune(typeof s.alpha === 'number' ? s.alpha : undefined),
-    'label-smoothing': (s) => labelSmoothing(typeof s.eps === 'number' ? s.eps : undefined),
-    [PATCH_PLUGIN]: (s) => patchTraining(s),
-    [SPARSITY_PLUGIN]: (s) => sparseTraining(s),
-  };
-  // patch averaging runs first, so other embedding plugins see the embeddings the transformer reads;
-  // sparsity plans after it, so its dense phase is cut from the end of the token phase
-  const rank = (n: string) => (n === PATCH_PLUGIN ? 0 : n === SPARSITY_PLUGIN ? 2 : 1);
-  const entries = Object.entries(config.plugins).sort(([a], [b]) => rank(a) - rank(b));
-  return entries.map(([name, settings]) => {
-    const make = known[name];
-    if (!make) throw new ConfigError(`invalid config: unknown plugin "${name}" (known: ${Object.keys(known).join(', ')})`);
-    return make(settings);
-  });
-}
-
 export async function trainCommand(values: Record<string, unknown>): Promise<number> {
   const config = configFromFlags(values);
   const out = String(values.out);
   const resume = values.resume === true;
-  const ckptDir = path.join(out, 'checkpoint');
+  const ckptDir = path.join(out, CHECKPOINT_DIR);
+  const oldDir = path.join(out, CHECKPOINT_OLD_DIR);
   // another run writing there is the first thing to say (train() takes the lock itself)
   checkRunLock(out);
-  if (!resume && (fs.existsSync(ckptDir) || fs.existsSync(ckptDir + '.old'))) {
+  if (!resume && (fs.existsSync(ckptDir) || fs.existsSync(oldDir))) {
     throw new UserError(`${out} already holds a checkpoint: pass --resume to continue it, or --out to start a new run elsewhere`);
   }
-  if (resume && !fs.existsSync(ckptDir) && !fs.existsSync(ckptDir + '.old')) {
+  if (resume && !fs.existsSync(ckptDir) && !fs.existsSync(oldDir)) {
     throw new UserError(`--resume: no checkpoint in ${out}`);
   }
   if (resume) {
-    const ignored = ['config', ...Object.keys(FLAG_TO_CONFIG).filter((f) => f !== 'backend')].filter((f) => values[f] !== undefined);
+    const ignored = ['config', ...Object.keys(FLAG_KEYS).filter((f) => f !== 'backend')].filter((f) => values[f] !== undefined);
     if (ignored.length) process.stderr.write(`patchflow: note: --resume continues with the checkpoint's config; ignoring ${ignored.map((f) => `--${f}`).join(', ')}\n`);
   }
   await loadBackendModules();
-  // resuming: the checkpoint's plugin settings (they shape the plan) win, as its config does in train()
-  const plugins = pluginsFromConfig(resume ? { ...config, plugins: savedPluginSettings(ckptDir) ?? config.plugins } : config);
-  plugins.push(...simulatedPlugins(config)); // --backend rdu-sim: a simulated clock beside the real loss
+  // the trainer builds the plugins from config.plugins (on resume, the checkpoint's) and adds the
+  // backend's run plugins (rdu-sim's simulated clock)
   const quiet = values.quiet === true;
 
   const ac = new AbortController();
@@ -154,7 +110,6 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
   try {
     result = await train({
       config,
-      plugins,
       outDir: out,
       resume,
       signal: ac.signal,
@@ -192,22 +147,9 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
   }
   writeLossPlot(out, result);
   process.stdout.write(summary(result, config, out) + '\n');
-  for (const p of plugins) for (const line of p.summary?.() ?? []) process.stdout.write(line + '\n');
+  for (const p of result.plugins) for (const line of p.summary?.() ?? []) process.stdout.write(line + '\n');
   if (result.phases.length > 1) process.stdout.write(describePlan(result.phases) + '\n');
   return 0;
-}
-
-/** config.plugins stored in a checkpoint's state.json (or checkpoint.old's), if readable. */
-function savedPluginSettings(ckptDir: string): TrainConfig['plugins'] | undefined {
-  for (const dir of [ckptDir, ckptDir + '.old']) {
-    try {
-      const state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as { config?: { plugins?: TrainConfig['plugins'] } };
-      if (state.config?.plugins) return state.config.plugins;
-    } catch {
-      // missing or unreadable: try the next, or let train() report it
-    }
-  }
-  return undefined;
 }
 
 function log(progress: Progress | undefined, line: string): void {

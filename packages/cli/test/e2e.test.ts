@@ -265,6 +265,14 @@ describe.concurrent('data errors', () => {
 
   it('missing corpus path', () => dataCase(p('no-such-corpus.txt'), /^patchflow: corpus path not found: .*no-such-corpus\.txt$/));
 
+  it('a missing or unsupported tokenizer file: one line, exit 2', async () => {
+    const missing = await cli(['train', '--data', corpus, '--tokenizer', p('missing-tokenizer.json'), '--out', p('out-tok-missing'), ...TINY, '--steps', '2', '--quiet']);
+    expectOneErrorLine(missing, 2, /^patchflow: tokenizer file not found: .*missing-tokenizer\.json$/);
+    fs.writeFileSync(p('unigram.json'), JSON.stringify({ model: { type: 'Unigram', vocab: [] } }));
+    const unsupported = await cli(['train', '--data', corpus, '--tokenizer', p('unigram.json'), '--out', p('out-tok-unigram'), ...TINY, '--steps', '2', '--quiet']);
+    expectOneErrorLine(unsupported, 2, /unsupported model\.type "Unigram" \(supported: BPE, WordLevel\)$/);
+  });
+
   it('empty corpus file', async () => {
     fs.writeFileSync(p('empty.txt'), '');
     await dataCase(p('empty.txt'), /corpus .*empty\.txt is empty/);
@@ -435,7 +443,7 @@ describe('checkpoint errors', () => {
   it('a state.json that is JSON but not a patchflow state: eval', async () => {
     const dir = copyRun(base, p('foreign-state-eval'));
     fs.writeFileSync(path.join(dir, 'checkpoint', 'state.json'), '{"config": {}, "step": 3}\n');
-    expectOneErrorLine(await cli(['eval', '--checkpoint', dir]), 2, /state\.json lacks config, step or tokenizer; is it a patchflow checkpoint\?$/);
+    expectOneErrorLine(await cli(['eval', '--checkpoint', dir]), 2, /state\.json holds no training config; is it a patchflow training checkpoint\?$/);
   });
 
   // BUG (trainer): train() trusts the checkpoint's config on resume without validating it

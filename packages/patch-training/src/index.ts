@@ -10,7 +10,7 @@
  * parameters. The model itself never changes: the result is an ordinary token-level GPT.
  */
 import { tf, crossEntropy } from '@patchflow/tensor';
-import { PluginError, type Batch, type PhaseSpec, type ResolvedPhase, type RowLayout, type TrainConfig, type TrainerPlugin } from '@patchflow/trainer';
+import { PluginError, registerPlugin, type Batch, type PhaseSpec, type ResolvedPhase, type RowLayout, type TrainConfig, type TrainerPlugin } from '@patchflow/trainer';
 
 export const PLUGIN_NAME = 'patch';
 
@@ -34,8 +34,8 @@ export const DEFAULT_PATCH_FRACTION = 2 / 3;
 
 const KNOWN_KEYS = ['patchSize', 'fraction', 'optimizer'];
 
-/** Checks and completes the options; every mistake is a PluginError (reported as a ConfigError). */
-export function resolvePatchOptions(opts: PatchOptions | Record<string, unknown> = {}): PatchSettings {
+/** Checks and completes the options; every mistake is a PluginError naming the config key. */
+export function resolvePatchOptions(opts: PatchOptions = {}): PatchSettings {
   const o = opts as Record<string, unknown>;
   for (const k of Object.keys(o)) {
     if (!KNOWN_KEYS.includes(k)) throw new PluginError(`invalid config: unknown key "plugins.patch.${k}" (known: ${KNOWN_KEYS.join(', ')})`);
@@ -44,13 +44,13 @@ export function resolvePatchOptions(opts: PatchOptions | Record<string, unknown>
   const fraction = o.fraction ?? DEFAULT_PATCH_FRACTION;
   const optimizer = o.optimizer ?? 'reset';
   if (typeof k !== 'number' || !Number.isInteger(k) || k < 1) {
-    throw new PluginError(`invalid config: plugins.patch.patchSize (--patch-size) must be an integer >= 1, got ${JSON.stringify(k)}`);
+    throw new PluginError(`invalid config: plugins.patch.patchSize must be an integer >= 1, got ${JSON.stringify(k)}`);
   }
   if (typeof fraction !== 'number' || !Number.isFinite(fraction) || fraction < 0 || fraction >= 1) {
-    throw new PluginError(`invalid config: plugins.patch.fraction (--patch-fraction) must be in [0, 1), got ${JSON.stringify(fraction)}`);
+    throw new PluginError(`invalid config: plugins.patch.fraction must be in [0, 1), got ${JSON.stringify(fraction)}`);
   }
   if (optimizer !== 'reset' && optimizer !== 'continue') {
-    throw new PluginError(`invalid config: plugins.patch.optimizer (--patch-optimizer) must be "reset" or "continue", got ${JSON.stringify(optimizer)}`);
+    throw new PluginError(`invalid config: plugins.patch.optimizer must be "reset" or "continue", got ${JSON.stringify(optimizer)}`);
   }
   return { patchSize: k, fraction, optimizer };
 }
@@ -116,8 +116,8 @@ export function splitPlan(phases: PhaseSpec[], s: PatchSettings): PhaseSpec[] {
   return [patch, token, ...rest];
 }
 
-/** The patch-level training plugin. */
-export function patchTraining(opts: PatchOptions | Record<string, unknown> = {}): TrainerPlugin {
+/** The patch-level training plugin (its phase settings are the resolved PatchSettings). */
+export function patchTraining(opts: PatchOptions = {}): TrainerPlugin<PatchSettings> {
   const s = resolvePatchOptions(opts);
   const k = s.patchSize;
   return {
@@ -131,7 +131,7 @@ export function patchTraining(opts: PatchOptions | Record<string, unknown> = {})
       if (patchTokens < sequence) {
         throw new PluginError(
           `invalid config: the patch phase gets ${Math.floor(patchTokens)} tokens (fraction ${s.fraction} of a ${budget}-token budget), ` +
-            `fewer than one patch sequence of K×seqLen = ${sequence}: raise --steps or --patch-fraction, or lower --patch-size`,
+            `fewer than one patch sequence of K×seqLen = ${sequence}: raise steps or plugins.patch.fraction, or lower plugins.patch.patchSize`,
         );
       }
       return splitPlan(phases, s);
@@ -197,3 +197,12 @@ export function describePlan(phases: readonly (Pick<ResolvedPhase, 'name' | 'ste
   });
   return `plan: ${parts.join('; ')}; cost ${c.relative.toFixed(3)}× dense token-level training on the same ${c.total.tokens.toLocaleString('en-US')} tokens`;
 }
+
+// `plugins: { patch: {...} }` in a config builds this plugin. It owns the row layout and averages the
+// embeddings, so it goes first: other embedding plugins see what the transformer reads.
+registerPlugin({
+  name: PLUGIN_NAME,
+  create: (settings) => patchTraining(settings as PatchOptions),
+  order: 'first',
+  description: 'patch-level training (Shao et al., ICLR 2025): K tokens per patch on a share λ of the data, then token-level',
+});

@@ -14,7 +14,7 @@ export type Distribution = 'uniform' | 'erk';
 
 /** Parses `unstructured`, `nm:N:M` (N kept of every M consecutive inputs) or `block:B`. */
 export function parsePattern(s: unknown): Pattern {
-  const where = 'plugins.sparsity.pattern (--sparsity-pattern)';
+  const where = 'plugins.sparsity.pattern';
   if (typeof s !== 'string') throw new PluginError(`invalid config: ${where} must be a string like "unstructured", "nm:2:4" or "block:32", got ${JSON.stringify(s)}`);
   if (s === 'unstructured') return { kind: 'unstructured' };
   let m = /^nm:(\d+):(\d+)$/.exec(s);

@@ -20,6 +20,7 @@ import {
   maskedMatrices,
   KERNEL_MAX_DENSITY,
   type SparsityPlugin,
+  type SparsityOptions,
 } from '../src/index.js';
 
 const text = Array.from({ length: 400 }, (_, i) => `line ${i}: the whale swam ${i % 7} miles east and ${(i * 3) % 11} west.\n`).join('');
@@ -64,24 +65,24 @@ describe('options and bad input', () => {
     expect(resolveSparsityOptions({ pattern: 'nm:1:8', sparsity: 0.875 }).sparsity).toBe(0.875);
   });
   it.each([
-    [{ sparsity: 1 }, /sparsity \(--sparsity\) must be a number in \[0, 1\), got 1/],
+    [{ sparsity: 1 }, /plugins\.sparsity\.sparsity must be a number in \[0, 1\), got 1/],
     [{ sparsity: -0.1 }, /sparsity.*\[0, 1\)/],
     [{ sparsity: '0.5' }, /sparsity.*got "0.5"/],
     [{ pattern: 'nm:4:2' }, /N \(4\) must not exceed M \(2\)/],
     [{ pattern: 'nm:0:4' }, /at least 1/],
     [{ pattern: 'diagonal' }, /unknown plugins.sparsity.pattern.*"diagonal"/],
     [{ pattern: 'block:0' }, /block size must be at least 1/],
-    [{ mode: 'lottery' }, /mode \(--sparsity-mode\) must be "static", "gmp" or "rigl"/],
+    [{ mode: 'lottery' }, /plugins\.sparsity\.mode must be "static", "gmp" or "rigl"/],
     [{ pattern: 'nm:2:4', mode: 'rigl' }, /must be "static" with an N:M pattern/],
     [{ pattern: 'nm:2:4', sparsity: 0.75 }, /must be 0.5 \(1 − N\/M\)/],
-    [{ denseFraction: 1 }, /denseFraction \(--dense-fraction\).*\[0, 1\)/],
+    [{ denseFraction: 1 }, /plugins\.sparsity\.denseFraction must.*\[0, 1\)/],
     [{ distribution: 'normal' }, /distribution must be "uniform" or "erk"/],
     [{ layers: ['attention', 'norm'] }, /layers must be a non-empty list/],
     [{ interval: 0 }, /interval must be an integer >= 1/],
     [{ colour: 'red' }, /unknown key "plugins.sparsity.colour"/],
   ])('%j is rejected with a clear error', (opts, msg) => {
-    expect(() => resolveSparsityOptions(opts)).toThrow(msg);
-    expect(() => sparseTraining(opts)).toThrow(PluginError);
+    expect(() => resolveSparsityOptions(opts as SparsityOptions)).toThrow(msg);
+    expect(() => sparseTraining(opts as SparsityOptions)).toThrow(PluginError);
   });
   it('a block size that does not divide a matrix is rejected before training starts', async () => {
     const events: TrainEvent[] = [];
@@ -363,6 +364,19 @@ describe('training', () => {
     // dense steps cost the dense FLOPs
     expect(steps[15]!.flops - steps[14]!.flops).toBeGreaterThan(steps[1]!.flops - steps[0]!.flops);
     r.model.dispose();
+  });
+
+  it('composed from config alone (plugins in any order): the same run as the plugins passed by hand', async () => {
+    const settings = { patch: { patchSize: 2, fraction: 0.5 }, sparsity: { sparsity: 0.75, pattern: 'block:16', denseFraction: 0.1 } };
+    const losses = (r: TrainResult) => r.losses.map((l) => l.loss);
+    const byHand = await train({ config: tinyConfig({ steps: 12, model: { seqLen: 8 } }), corpus, plugins: [patchTraining(settings.patch), sparseTraining(settings.sparsity)] });
+    // sparsity listed first: its registered order ('last') still puts it after patch ('first')
+    const fromConfig = await train({ config: tinyConfig({ steps: 12, model: { seqLen: 8 }, plugins: { sparsity: settings.sparsity, patch: settings.patch } }), corpus });
+    expect(fromConfig.plugins.map((p) => p.name)).toEqual(['patch', 'sparsity']);
+    expect(fromConfig.phases.map((p) => p.name)).toEqual(['patch', 'token', 'dense']);
+    expect(losses(fromConfig)).toEqual(losses(byHand));
+    byHand.model.dispose();
+    fromConfig.model.dispose();
   });
 
   it('composes with patch-level training in one run: patch, token and dense phases, masks held through both sparse phases', async () => {

@@ -28,14 +28,29 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 
-export const FUSED_OPS = ['PfGelu', 'PfLayerNorm', 'PfCausalAttention', 'PfCrossEntropy', 'PfBlockSparseMatMul'] as const;
+/** The kernel contract names (the header above states each one's inputs, attributes and outputs). */
+export const KERNELS = {
+  gelu: 'PfGelu',
+  geluGrad: 'PfGeluGrad',
+  layerNorm: 'PfLayerNorm',
+  layerNormGrad: 'PfLayerNormGrad',
+  causalAttention: 'PfCausalAttention',
+  causalAttentionGrad: 'PfCausalAttentionGrad',
+  crossEntropy: 'PfCrossEntropy',
+  crossEntropyGrad: 'PfCrossEntropyGrad',
+  blockSparseMatMul: 'PfBlockSparseMatMul',
+  blockSparseMatMulGrad: 'PfBlockSparseMatMulGrad',
+  adamw: 'PfAdamW',
+} as const;
+
+export const FUSED_OPS = [KERNELS.gelu, KERNELS.layerNorm, KERNELS.causalAttention, KERNELS.crossEntropy, KERNELS.blockSparseMatMul] as const;
 
 const GRAD_KERNEL: Record<string, string> = {
-  PfGelu: 'PfGeluGrad',
-  PfLayerNorm: 'PfLayerNormGrad',
-  PfCausalAttention: 'PfCausalAttentionGrad',
-  PfCrossEntropy: 'PfCrossEntropyGrad',
-  PfBlockSparseMatMul: 'PfBlockSparseMatMulGrad',
+  [KERNELS.gelu]: KERNELS.geluGrad,
+  [KERNELS.layerNorm]: KERNELS.layerNormGrad,
+  [KERNELS.causalAttention]: KERNELS.causalAttentionGrad,
+  [KERNELS.crossEntropy]: KERNELS.crossEntropyGrad,
+  [KERNELS.blockSparseMatMul]: KERNELS.blockSparseMatMulGrad,
 };
 
 let forceComposite = false;
@@ -71,10 +86,10 @@ export function geluComposite(x: tf.Tensor): tf.Tensor {
 
 /** GELU, tanh approximation (GPT-2's). */
 export function gelu<T extends tf.Tensor>(x: T): T {
-  if (!hasFusedKernel('PfGelu')) return geluComposite(x) as T;
+  if (!hasFusedKernel(KERNELS.gelu)) return geluComposite(x) as T;
   const f = customGrad((xi: tf.Tensor, save: tf.GradSaveFunc) => {
     save([xi]);
-    return { value: run('PfGelu', { x: xi })[0]!, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => run('PfGeluGrad', { x: saved[0]!, dy })[0]! };
+    return { value: run(KERNELS.gelu, { x: xi })[0]!, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => run(KERNELS.geluGrad, { x: saved[0]!, dy })[0]! };
   });
   return f(x) as T;
 }
@@ -89,13 +104,13 @@ export function layerNormComposite(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tens
 
 /** LayerNorm over the last axis with affine parameters gamma and beta ([C]). */
 export function layerNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta: tf.Tensor, eps = 1e-5): T {
-  if (!hasFusedKernel('PfLayerNorm')) return layerNormComposite(x, gamma, beta, eps) as T;
+  if (!hasFusedKernel(KERNELS.layerNorm)) return layerNormComposite(x, gamma, beta, eps) as T;
   const f = customGrad((xi: tf.Tensor, g: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
-    const [y, mean, rstd] = run('PfLayerNorm', { x: xi, gamma: g, beta: b }, { eps });
+    const [y, mean, rstd] = run(KERNELS.layerNorm, { x: xi, gamma: g, beta: b }, { eps });
     save([xi, g, mean!, rstd!]);
     return {
       value: y!,
-      gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => run('PfLayerNormGrad', { dy, x: s[0]!, gamma: s[1]!, mean: s[2]!, rstd: s[3]! }),
+      gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => run(KERNELS.layerNormGrad, { dy, x: s[0]!, gamma: s[1]!, mean: s[2]!, rstd: s[3]! }),
     };
   });
   return f(x, gamma, beta) as T;
@@ -124,14 +139,14 @@ export function causalAttentionComposite(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.T
 
 /** Causal scaled dot-product attention; q, k, v: [B, H, T, D]. */
 export function causalAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale = 1 / Math.sqrt(q.shape[3])): tf.Tensor4D {
-  if (!hasFusedKernel('PfCausalAttention')) return causalAttentionComposite(q, k, v, scale);
+  if (!hasFusedKernel(KERNELS.causalAttention)) return causalAttentionComposite(q, k, v, scale);
   const f = customGrad((qi: tf.Tensor, ki: tf.Tensor, vi: tf.Tensor, save: tf.GradSaveFunc) => {
-    const [out, lse] = run('PfCausalAttention', { q: qi, k: ki, v: vi }, { scale });
+    const [out, lse] = run(KERNELS.causalAttention, { q: qi, k: ki, v: vi }, { scale });
     save([qi, ki, vi, out!, lse!]);
     return {
       value: out!,
       gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) =>
-        run('PfCausalAttentionGrad', { q: s[0]!, k: s[1]!, v: s[2]!, out: s[3]!, lse: s[4]!, dy }, { scale }),
+        run(KERNELS.causalAttentionGrad, { q: s[0]!, k: s[1]!, v: s[2]!, out: s[3]!, lse: s[4]!, dy }, { scale }),
     };
   });
   return f(q, k, v) as tf.Tensor4D;
@@ -155,15 +170,15 @@ export function crossEntropyComposite(logits: tf.Tensor2D, labels: tf.Tensor2D):
  */
 export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor2D): tf.Tensor1D {
   if (labels.dtype !== 'int32') throw new Error('crossEntropy: labels must be int32');
-  if (!hasFusedKernel('PfCrossEntropy')) return crossEntropyComposite(logits, labels);
+  if (!hasFusedKernel(KERNELS.crossEntropy)) return crossEntropyComposite(logits, labels);
   const f = customGrad((lg: tf.Tensor, save: tf.GradSaveFunc) => {
-    const [loss, lse] = run('PfCrossEntropy', { logits: lg, labels });
+    const [loss, lse] = run(KERNELS.crossEntropy, { logits: lg, labels });
     // labels are saved too: a caller may create them inside the differentiated function, and tfjs
     // disposes such tensors before the backward pass unless they are saved.
     save([lg, lse!, labels]);
     return {
       value: loss!,
-      gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => run('PfCrossEntropyGrad', { logits: s[0]!, labels: s[2]!, lse: s[1]!, dy })[0]!,
+      gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => run(KERNELS.crossEntropyGrad, { logits: s[0]!, labels: s[2]!, lse: s[1]!, dy })[0]!,
     };
   });
   return f(logits) as tf.Tensor1D;
@@ -203,21 +218,21 @@ function checkBlockSparse(x: tf.Tensor2D, w: tf.Tensor2D, blockMask: tf.Tensor2D
 export function blockSparseMatMul(x: tf.Tensor2D, w: tf.Tensor2D, blockMask: tf.Tensor2D, blockSize: number, bias?: tf.Tensor): tf.Tensor2D {
   checkBlockSparse(x, w, blockMask, blockSize);
   if (bias && (bias.rank !== 1 || bias.shape[0] !== w.shape[1])) throw new Error(`blockSparseMatMul: bias is [${bias.shape}] but w is [${w.shape}]`);
-  if (!hasFusedKernel('PfBlockSparseMatMul')) return blockSparseMatMulComposite(x, w, blockMask, blockSize, bias);
+  if (!hasFusedKernel(KERNELS.blockSparseMatMul)) return blockSparseMatMulComposite(x, w, blockMask, blockSize, bias);
   const mask = blockMask.dtype === 'int32' ? blockMask : tf.cast(tf.notEqual(blockMask, 0), 'int32');
   const attrs = { blockSize };
-  const grad = (dy: tf.Tensor, s: tf.Tensor[]) => run('PfBlockSparseMatMulGrad', { x: s[0]!, w: s[1]!, blockMask: s[2]!, dy }, attrs);
+  const grad = (dy: tf.Tensor, s: tf.Tensor[]) => run(KERNELS.blockSparseMatMulGrad, { x: s[0]!, w: s[1]!, blockMask: s[2]!, dy }, attrs);
   if (!bias) {
     const f = customGrad((xi: tf.Tensor, wi: tf.Tensor, save: tf.GradSaveFunc) => {
       save([xi, wi, mask]);
-      return { value: run('PfBlockSparseMatMul', { x: xi, w: wi, blockMask: mask }, attrs)[0]!, gradFunc: grad };
+      return { value: run(KERNELS.blockSparseMatMul, { x: xi, w: wi, blockMask: mask }, attrs)[0]!, gradFunc: grad };
     });
     return f(x, w) as tf.Tensor2D;
   }
   const f = customGrad((xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor, save: tf.GradSaveFunc) => {
     save([xi, wi, mask]);
     return {
-      value: run('PfBlockSparseMatMul', { x: xi, w: wi, blockMask: mask, bias: bi }, attrs)[0]!,
+      value: run(KERNELS.blockSparseMatMul, { x: xi, w: wi, blockMask: mask, bias: bi }, attrs)[0]!,
       gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => [...grad(dy, s), tf.sum(dy, 0)],
     };
   });
@@ -253,7 +268,7 @@ export function adamwUpdateComposite(w: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v
  * One pass over memory with a backend kernel (`PfAdamW`), a dozen elementwise ops without.
  */
 export function adamwUpdate(w: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, scale: tf.Scalar, o: AdamWStep): [tf.Tensor, tf.Tensor, tf.Tensor] {
-  if (forceComposite || !tf.getKernel('PfAdamW', tf.getBackend())) return adamwUpdateComposite(w, g, m, v, scale, o);
-  const r = run('PfAdamW', { w, g, m, v, scale }, { ...o });
+  if (forceComposite || !tf.getKernel(KERNELS.adamw, tf.getBackend())) return adamwUpdateComposite(w, g, m, v, scale, o);
+  const r = run(KERNELS.adamw, { w, g, m, v, scale }, { ...o });
   return [r[0]!, r[1]!, r[2]!];
 }

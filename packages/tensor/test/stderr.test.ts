@@ -24,7 +24,10 @@ describe.skipIf(!native)('captureNativeStderr', () => {
     const err = await captureNativeStderr(async () => {
       writeFd2('before the throw\\n');
       throw new Error('boom');
-    }).catch((e: unknown) => e as Error & { nativeStderr?: string[] });
+    }).then(
+      () => new Error('did not throw') as Error & { nativeStderr?: string[] },
+      (e: unknown) => e as Error & { nativeStderr?: string[] },
+    );
     expect(err.message).toBe('boom');
     expect(err.nativeStderr).toEqual(['before the throw']);
     // fd 2 is the test process's own again: a nested capture sees only its own output

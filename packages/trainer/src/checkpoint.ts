@@ -371,7 +371,8 @@ export interface LoadedCheckpoint {
   recovered: boolean;
   weights: Record<string, FloatTensor>;
   optimizer: Record<string, FloatTensor>;
-  state: any;
+  /** state.json as parsed; run-state.ts's readCheckpointState types a training checkpoint's. */
+  state: unknown;
   tokenizerJson?: string;
 }
 

@@ -2,10 +2,10 @@
 import { useBackend } from '@patchflow/tensor';
 import { type TrainConfig, ConfigError } from './config.js';
 import { GPT } from './model.js';
-import { loadCheckpoint, CheckpointError } from './checkpoint.js';
-import { tokenizerFromSpec, type Tokenizer, type TokenizerSpec } from './tokenizer.js';
+import { loadTrainingCheckpoint } from './run-state.js';
+import { tokenizerFromSpec, type Tokenizer } from './tokenizer.js';
 import { loadCorpus } from './data.js';
-import { evaluate, splitDataset, validationWindows } from './trainer.js';
+import { evaluate, splitDataset, validationWindows } from './evaluate.js';
 
 export interface TrainedModel {
   model: GPT;
@@ -15,11 +15,8 @@ export interface TrainedModel {
 }
 
 export async function loadTrainedModel(dir: string, backend = 'cpu'): Promise<TrainedModel> {
-  const ck = loadCheckpoint(dir);
-  const st = ck.state as { config?: TrainConfig; step?: number; tokenizer?: TokenizerSpec };
-  if (!st.config?.model || typeof st.step !== 'number' || !st.tokenizer) {
-    throw new CheckpointError(`${dir}: state.json lacks config, step or tokenizer; is it a patchflow checkpoint?`);
-  }
+  const ck = loadTrainingCheckpoint(dir);
+  const st = ck.state;
   await useBackend(backend);
   const tokenizer = tokenizerFromSpec(st.tokenizer, { json: ck.tokenizerJson });
   const model = new GPT(st.config.model, st.config.seed);
@@ -34,7 +31,7 @@ export async function evaluateOnCorpus(t: TrainedModel, opts: { data?: string; b
   const seqLen = t.model.config.seqLen;
   const ds = splitDataset(ids, t.config, seqLen);
   const batches = opts.batches ?? t.config.evalBatches;
-  if (!(batches >= 1)) throw new ConfigError(`--batches must be >= 1`);
+  if (!(batches >= 1)) throw new ConfigError(`evaluation batches must be >= 1, got ${batches}`);
   const windows = validationWindows(ds, t.config, seqLen, batches);
   const valLoss = await evaluate(t.model, windows, t.config.batchSize);
   return { valLoss, tokens: windows.length * seqLen, corpus: corpus.name };

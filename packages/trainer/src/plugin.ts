@@ -2,7 +2,8 @@
  * The plugin hook interface. A plugin can rewrite the training plan, shape the batch and the input
  * embeddings, replace the loss, edit gradients, act after each optimizer step, add to the FLOP count
  * and keep state in checkpoints. Hooks are called only in phases where the plan gives the plugin
- * settings (`phase.plugins[plugin.name]`); several plugins compose in the order they are given.
+ * settings (`phase.plugins[plugin.name]`); several plugins compose in the order they are given
+ * (composition.ts orders the plugins a config names).
  */
 import type { tf } from '@patchflow/tensor';
 import { ConfigError, type TrainConfig } from './config.js';
@@ -18,8 +19,8 @@ export interface PhaseSpec {
   name: string;
   /** Share of the run's training tokens; the shares of a plan sum to 1. */
   fraction: number;
-  /** Settings of each plugin active in this phase (absent = inactive). */
-  plugins: Record<string, Record<string, unknown>>;
+  /** Settings of each plugin active in this phase (absent = inactive); each plugin reads its own as its `S`. */
+  plugins: Record<string, unknown>;
   /**
    * At the phase's start: 'reset' gives fresh optimizer moments and a new warmup + cosine schedule over
    * the phase; 'continue' keeps moments and continues the previous phase's schedule. The first phase
@@ -49,25 +50,26 @@ export interface Batch {
   layout: RowLayout;
 }
 
-export interface PhaseContext {
+/** What a hook sees; `S` is the plugin's own settings type (what its plan hook put in the phase). */
+export interface PhaseContext<S = unknown> {
   config: TrainConfig;
   model: GPT;
   optimizer: AdamW;
   phase: PhaseSpec;
   phaseIndex: number;
   /** This plugin's settings for the phase. */
-  settings: Record<string, unknown>;
+  settings: S;
 }
 
 /** What the flops hook sees: the phase, its row layout, rows per optimizer step, and the step if known. */
-export interface FlopsContext extends PhaseContext {
+export interface FlopsContext<S = unknown> extends PhaseContext<S> {
   layout: RowLayout;
   rowsPerStep: number;
   /** Global optimizer step being counted (1-based); absent for the phase-start estimate. */
   step?: number;
 }
 
-export interface StepContext extends PhaseContext {
+export interface StepContext<S = unknown> extends PhaseContext<S> {
   /** The run's resolved phases in order (steps per phase), for schedules that span phases. */
   plan: readonly { name: string; steps: number; plugins: PhaseSpec['plugins'] }[];
   /** The optimizer step being taken (or, in afterStep, just taken): global, 1-based. */
@@ -82,33 +84,38 @@ export interface PluginState {
   tensors?: Record<string, { shape: number[]; data: Float32Array }>;
 }
 
-export interface TrainerPlugin {
+/**
+ * A trainer plugin, generic over its settings `S` (what its plan hook puts in `phase.plugins[name]`
+ * and every hook reads back as `ctx.settings`). Every hook is optional. A plugin without a `plan`
+ * hook is active in every phase with settings `{}`.
+ */
+export interface TrainerPlugin<S = unknown> {
   readonly name: string;
   /** Rewrites the plan (split a phase, add its settings to phases). Validate settings here: throw PluginError. */
   plan?(phases: PhaseSpec[], config: TrainConfig): PhaseSpec[];
   /** Once, after the model and optimizer exist and before training (or after a checkpoint is loaded). */
-  init?(ctx: Omit<PhaseContext, 'phase' | 'phaseIndex' | 'settings'>): void | Promise<void>;
-  phaseStart?(ctx: PhaseContext): void | Promise<void>;
+  init?(ctx: Omit<PhaseContext<S>, 'phase' | 'phaseIndex' | 'settings'>): void | Promise<void>;
+  phaseStart?(ctx: PhaseContext<S>): void | Promise<void>;
   /** Before the forward and backward passes of each optimizer step. */
-  beforeStep?(ctx: StepContext): void | Promise<void>;
+  beforeStep?(ctx: StepContext<S>): void | Promise<void>;
   /** Row layout of this phase; at most one active plugin may define it. */
-  rowLayout?(seqLen: number, ctx: PhaseContext): RowLayout;
+  rowLayout?(seqLen: number, ctx: PhaseContext<S>): RowLayout;
   /** Builds inputs and labels from sampled windows [rows, windowTokens]; pairs with rowLayout. */
-  makeBatch?(windows: Int32Array, rows: number, layout: RowLayout, ctx: PhaseContext): Batch;
+  makeBatch?(windows: Int32Array, rows: number, layout: RowLayout, ctx: PhaseContext<S>): Batch;
   /** Input embeddings [B, T_in, d] -> [B, positions, d]; chained in plugin order. */
-  transformEmbeddings?(emb: tf.Tensor3D, ctx: StepContext): tf.Tensor3D;
+  transformEmbeddings?(emb: tf.Tensor3D, ctx: StepContext<S>): tf.Tensor3D;
   /** Replaces the loss; at most one active plugin may define it. logits [B*positions, V]. */
-  loss?(logits: tf.Tensor2D, labels: tf.Tensor2D, ctx: StepContext): tf.Scalar;
+  loss?(logits: tf.Tensor2D, labels: tf.Tensor2D, ctx: StepContext<S>): tf.Scalar;
   /** Edits gradients before the optimizer (e.g. masks); chained in plugin order. */
-  transformGradients?(grads: Record<string, tf.Tensor>, ctx: StepContext): Record<string, tf.Tensor>;
-  afterStep?(ctx: StepContext): void | Promise<void>;
+  transformGradients?(grads: Record<string, tf.Tensor>, ctx: StepContext<S>): Record<string, tf.Tensor>;
+  afterStep?(ctx: StepContext<S>): void | Promise<void>;
   /**
    * Adjusts the training FLOPs of one optimizer step; chained in plugin order. Called once per
    * phase for the plan (no ctx.step) and again for every step, so the count may change during a phase.
    */
-  flops?(flops: number, ctx: FlopsContext): number;
+  flops?(flops: number, ctx: FlopsContext<S>): number;
   /** Extra numbers for metrics.jsonl and the summary (density, ...). */
-  metrics?(ctx: PhaseContext): Record<string, number>;
+  metrics?(ctx: PhaseContext<S>): Record<string, number>;
   /** Lines for the end-of-run summary. */
   summary?(): string[];
   saveState?(): Promise<PluginState> | PluginState;
@@ -133,7 +140,7 @@ export function tokenBatch(windows: Int32Array, rows: number, layout: RowLayout)
 }
 
 /** A plan hook's usual edit: make plugin `name` active, with `settings`, in every phase. */
-export function addToAllPhases(phases: PhaseSpec[], name: string, settings: Record<string, unknown>): PhaseSpec[] {
+export function addToAllPhases(phases: PhaseSpec[], name: string, settings: unknown): PhaseSpec[] {
   return phases.map((p) => ({ ...p, plugins: { ...p.plugins, [name]: settings } }));
 }
 
@@ -142,10 +149,22 @@ export function basePlan(): PhaseSpec[] {
   return [{ name: 'train', fraction: 1, plugins: {}, optimizer: 'reset' }];
 }
 
-/** Applies each plugin's plan hook in order and validates the result. */
+/**
+ * Applies each plugin's plan hook in order (a plugin without one joins every phase with settings
+ * `{}`) and validates the result: unique plugin names, fractions that sum to 1, at most one owner of
+ * the row layout and of the loss per phase.
+ */
 export function buildPlan(plugins: TrainerPlugin[], config: TrainConfig): PhaseSpec[] {
+  const seen = new Set<string>();
+  for (const p of plugins) {
+    if (seen.has(p.name)) throw new PluginError(`two plugins are named "${p.name}": plugin names must be unique`);
+    seen.add(p.name);
+  }
   let phases = basePlan();
-  for (const p of plugins) if (p.plan) phases = p.plan(phases.map((x) => ({ ...x, plugins: { ...x.plugins } })), config);
+  for (const p of plugins) {
+    const copy = phases.map((x) => ({ ...x, plugins: { ...x.plugins } }));
+    phases = p.plan ? p.plan(copy, config) : addToAllPhases(copy, p.name, {});
+  }
   const sum = phases.reduce((a, p) => a + p.fraction, 0);
   if (phases.length === 0 || Math.abs(sum - 1) > 1e-9 || phases.some((p) => !(p.fraction > 0))) {
     throw new PluginError(`invalid training plan: phase fractions must be positive and sum to 1 (got ${phases.map((p) => p.fraction).join(' + ')})`);

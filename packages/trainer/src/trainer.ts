@@ -1,31 +1,26 @@
 /**
  * The training loop: plan -> phases -> steps. Each step samples windows, lets plugins shape the
  * batch and embeddings, computes the loss and gradients (with accumulation), lets plugins edit the
- * gradients, applies AdamW with the phase's schedule, and lets plugins act after the update.
- * Evaluation is always token-level on the fixed validation split; checkpoints are atomic.
+ * gradients, applies AdamW with the phase's schedule, and lets plugins act after the update
+ * (step.ts). Evaluation is always token-level on the fixed validation split (evaluate.ts);
+ * checkpoints are atomic and typed (run-state.ts); the run directory is locked (runlock.ts).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { tf, crossEntropy, useBackend, EXIT_CODES, PatchflowError } from '@patchflow/tensor';
-import { type TrainConfig, finalizeModelConfig, resolveConfig } from './config.js';
+import { useBackend, EXIT_CODES, PatchflowError } from '@patchflow/tensor';
+import { type TrainConfig, finalizeModelConfig } from './config.js';
 import { GPT } from './model.js';
 import { AdamW, learningRate } from './optim.js';
-import {
-  type Batch,
-  type FlopsContext,
-  type PhaseContext,
-  type PhaseSpec,
-  type RowLayout,
-  type StepContext,
-  type TrainerPlugin,
-  buildPlan,
-  tokenBatch,
-  tokenLayout,
-} from './plugin.js';
+import { type PhaseContext, type StepContext, type TrainerPlugin, buildPlan } from './plugin.js';
+import { pluginsFromConfig, runPluginsFor } from './composition.js';
+import { type ResolvedPhase, resolvePhases, stepFlops } from './phases.js';
+import { evaluate, splitDataset, validationWindows } from './evaluate.js';
+import { eagerStep } from './step.js';
 import { Rng } from './rng.js';
-import { BatchSampler, DataError, TokenDataset, evalWindows, loadCorpus } from './data.js';
+import { BatchSampler, DataError, loadCorpus } from './data.js';
 import { type Tokenizer, HfTokenizer, loadTokenizer } from './tokenizer.js';
-import { CHECKPOINT_DIR, CheckpointError, StorageError, asStorageError, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { CHECKPOINT_DIR, StorageError, asStorageError, saveCheckpoint } from './checkpoint.js';
+import { CHECKPOINT_FORMAT, type CheckpointState, type EvalRecord, type RunState, type TrainingCheckpoint, loadTrainingCheckpoint, pluginTensorName, pluginTensors } from './run-state.js';
 import { acquireRunLock, formatStarted } from './runlock.js';
 
 export class DivergenceError extends PatchflowError {
@@ -33,29 +28,21 @@ export class DivergenceError extends PatchflowError {
   override readonly exitCode = EXIT_CODES.diverged;
 }
 
-export interface ResolvedPhase extends PhaseSpec {
-  index: number;
-  steps: number;
-  layout: RowLayout;
-  /** Global step at which this phase's LR schedule segment starts, and the segment's length. */
-  scheduleStart: number;
-  scheduleSteps: number;
-  flopsPerStep: number;
-  tokensPerStep: number;
-  /** FLOPs per token of dense token-level training of the same model (the baseline plans are compared with). */
-  tokenLevelFlopsPerToken: number;
-}
-
 export type TrainEvent =
   | { type: 'start'; phases: ResolvedPhase[]; totalSteps: number; parameters: number; resumedFrom?: number }
   | { type: 'phase'; phase: ResolvedPhase }
   | { type: 'step'; step: number; totalSteps: number; phase: string; loss: number; lr: number; gradNorm: number; tokens: number; flops: number; tokensPerSecond: number; elapsed: number; extra: Record<string, number> }
-  | { type: 'eval'; step: number; valLoss: number; flops: number; tokens: number; elapsed: number }
+  | ({ type: 'eval' } & EvalRecord)
   | { type: 'checkpoint'; step: number; dir: string }
   | { type: 'log'; message: string };
 
 export interface TrainOptions {
   config: TrainConfig;
+  /**
+   * The run's plugins. Default: built from `config.plugins` by the registered plugin definitions
+   * (composition.ts; on resume from the checkpoint's config), in their declared order. A backend's
+   * run plugins (e.g. rdu-sim's simulated clock) are added either way.
+   */
   plugins?: TrainerPlugin[];
   /** Run directory for checkpoints and metrics; none = keep everything in memory. */
   outDir?: string;
@@ -71,87 +58,18 @@ export interface TrainOptions {
 export interface TrainResult {
   model: GPT;
   tokenizer: Tokenizer;
+  /** The run's plugins, as composed (the config's, then the backend's run plugins). */
+  plugins: TrainerPlugin[];
   phases: ResolvedPhase[];
   steps: number;
   valLoss: number;
   /** Validation losses measured during the run. */
-  evals: { step: number; valLoss: number; flops: number; tokens: number; elapsed: number }[];
+  evals: EvalRecord[];
   losses: { step: number; loss: number; flops: number }[];
   flops: number;
   tokens: number;
   seconds: number;
   interrupted: boolean;
-}
-
-interface RunState {
-  step: number;
-  phaseIndex: number;
-  phaseStep: number;
-  flops: number;
-  tokens: number;
-  elapsed: number;
-  lastGood?: number;
-}
-
-export function resolvePhases(phases: PhaseSpec[], config: TrainConfig, plugins: TrainerPlugin[], model: GPT, optimizer: AdamW): ResolvedPhase[] {
-  const m = config.model;
-  const budget = config.steps * config.batchSize * config.gradAccum * m.seqLen;
-  const out: ResolvedPhase[] = [];
-  phases.forEach((ph, index) => {
-    const active = plugins.filter((p) => ph.plugins[p.name]);
-    const ctxFor = (p: TrainerPlugin): PhaseContext => ({ config, model, optimizer, phase: ph, phaseIndex: index, settings: ph.plugins[p.name]! });
-    const owner = active.find((p) => p.rowLayout);
-    const layout = owner ? owner.rowLayout!(m.seqLen, ctxFor(owner)) : tokenLayout(m.seqLen);
-    if (layout.positions > m.seqLen) throw new Error(`phase "${ph.name}": ${layout.positions} positions exceed model.seqLen ${m.seqLen}`);
-    const rowsPerStep = config.batchSize * config.gradAccum;
-    const tokensPerStep = rowsPerStep * layout.inputTokens;
-    const steps = Math.max(1, Math.round((ph.fraction * budget) / tokensPerStep));
-    const flops = stepFlops(active, { config, model, optimizer, phase: ph, phaseIndex: index, layout, rowsPerStep }, model);
-    const start = out.reduce((a, p) => a + p.steps, 0);
-    const cont = index > 0 && ph.optimizer === 'continue';
-    const scheduleStart = cont ? out[index - 1]!.scheduleStart : start;
-    out.push({ ...ph, index, steps, layout, scheduleStart, scheduleSteps: 0, flopsPerStep: flops, tokensPerStep, tokenLevelFlopsPerToken: model.trainFlopsPerPosition(m.seqLen) });
-  });
-  for (const ph of out) ph.scheduleSteps = out.filter((p) => p.scheduleStart === ph.scheduleStart).reduce((a, p) => a + p.steps, 0);
-  return out;
-}
-
-/** Training FLOPs of one optimizer step: the model's dense count, then each active plugin's flops hook. */
-function stepFlops(active: TrainerPlugin[], ctx: Omit<FlopsContext, 'settings'>, model: GPT): number {
-  let flops = ctx.rowsPerStep * ctx.layout.positions * model.trainFlopsPerPosition(ctx.layout.positions);
-  for (const p of active) if (p.flops) flops = p.flops(flops, { ...ctx, settings: ctx.phase.plugins[p.name]! });
-  return flops;
-}
-
-/** The run's fixed train/validation split of a token stream. */
-export function splitDataset(ids: Int32Array, config: TrainConfig, seqLen: number): TokenDataset {
-  return new TokenDataset(ids, { valFraction: config.valFraction, minTokens: seqLen + 1 });
-}
-
-/** The held-out windows every evaluation of a run uses (training's and `patchflow eval`'s alike). */
-export function validationWindows(dataset: TokenDataset, config: TrainConfig, seqLen: number, batches = config.evalBatches): Int32Array[] {
-  return evalWindows(dataset.valTokens, seqLen + 1, batches * config.batchSize);
-}
-
-/** Mean token-level validation loss over the fixed evaluation windows. */
-export async function evaluate(model: GPT, windows: Int32Array[], batchSize: number): Promise<number> {
-  const t = model.config.seqLen;
-  let total = 0;
-  let count = 0;
-  for (let i = 0; i < windows.length; i += batchSize) {
-    const rows = windows.slice(i, i + batchSize);
-    const flat = new Int32Array(rows.length * (t + 1));
-    rows.forEach((w, r) => flat.set(w, r * (t + 1)));
-    const batch = tokenBatch(flat, rows.length, tokenLayout(t));
-    const s = tf.tidy(() => {
-      const logits = model.forward(tf.tensor2d(batch.inputs, [rows.length, t], 'int32'));
-      return tf.sum(crossEntropy(logits, tf.tensor2d(batch.labels, [rows.length * t, 1], 'int32')));
-    });
-    total += (await s.data())[0]!;
-    s.dispose();
-    count += rows.length * t;
-  }
-  return total / count;
 }
 
 /**
@@ -174,25 +92,18 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 }
 
 async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
-  const plugins = opts.plugins ?? [];
   const emit = opts.onEvent ?? (() => {});
   const outDir = opts.outDir;
   let config = opts.config;
 
-  // Resuming: the checkpoint's config wins for everything that shapes the run.
-  let ckpt: Awaited<ReturnType<typeof loadCheckpoint>> | undefined;
+  // Resuming: the checkpoint's config wins for everything that shapes the run (the backend may change).
+  let ckpt: TrainingCheckpoint | undefined;
   if (opts.resume) {
     if (!outDir) throw new Error('resume needs an output directory');
-    ckpt = loadCheckpoint(outDir);
-    const saved = ckpt.state as { config?: unknown };
-    try {
-      const m = (saved.config as { model?: { nLayer?: unknown } } | undefined)?.model;
-      if (typeof m?.nLayer !== 'number') throw new Error('no model config');
-      config = resolveConfig(saved.config as Record<string, unknown>, { backend: opts.config.backend });
-    } catch (e) {
-      throw new CheckpointError(`${outDir}: state.json holds no valid training config (${(e as Error).message})`);
-    }
+    ckpt = loadTrainingCheckpoint(outDir, { backend: opts.config.backend });
+    config = ckpt.state.config;
   }
+  const plugins = [...(opts.plugins ?? pluginsFromConfig(config)), ...runPluginsFor(config)];
 
   await useBackend(config.backend);
   const tokenizer = opts.tokenizer ?? loadTokenizer(config.tokenizer, ckpt?.tokenizerJson);
@@ -216,25 +127,22 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
   const evalSet = validationWindows(dataset, config, modelCfg.seqLen);
 
   const run: RunState = { step: 0, phaseIndex: 0, phaseStep: 0, flops: 0, tokens: 0, elapsed: 0 };
-  const evals: TrainResult['evals'] = [];
+  const evals: EvalRecord[] = [];
   const losses: TrainResult['losses'] = [];
   const ctxBase = { config, model, optimizer };
-  const phaseCtx = (ph: ResolvedPhase, p: TrainerPlugin): PhaseContext => ({ ...ctxBase, phase: ph, phaseIndex: ph.index, settings: ph.plugins[p.name]! });
+  const phaseCtx = (ph: ResolvedPhase, p: TrainerPlugin): PhaseContext => ({ ...ctxBase, phase: ph, phaseIndex: ph.index, settings: ph.plugins[p.name] });
   for (const p of plugins) await p.init?.(ctxBase);
 
   if (ckpt) {
-    const st = ckpt.state as { run: RunState; sampler: unknown; optimizerT: number; plugins: Record<string, { json?: unknown }>; evals: TrainResult['evals'] };
+    const st = ckpt.state;
     model.loadWeights(ckpt.weights);
     optimizer.importState(st.optimizerT, ckpt.optimizer);
-    sampler.restore(st.sampler as never);
+    sampler.restore(st.sampler);
     Object.assign(run, st.run);
-    evals.push(...(st.evals ?? []));
+    evals.push(...st.evals);
     for (const p of plugins) {
-      const ps = st.plugins?.[p.name];
-      if (ps && p.loadState) {
-        const tensors = Object.fromEntries(Object.entries(ckpt.optimizer).filter(([k]) => k.startsWith(`plugin.${p.name}.`)).map(([k, v]) => [k.slice(`plugin.${p.name}.`.length), v]));
-        p.loadState({ json: ps.json, tensors });
-      }
+      const ps = st.plugins[p.name];
+      if (ps && p.loadState) p.loadState({ json: ps.json, tensors: pluginTensors(ckpt.optimizer, p.name) });
     }
     trimMetrics(outDir!, run.step);
   }
@@ -257,32 +165,33 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
 
   const save = async () => {
     if (!outDir) return;
-    const pluginStates: Record<string, { json?: unknown }> = {};
+    const pluginStates: CheckpointState['plugins'] = {};
     const extraTensors: Record<string, { shape: number[]; data: Float32Array }> = {};
     for (const p of plugins) {
       if (!p.saveState) continue;
       const s = await p.saveState();
       pluginStates[p.name] = { json: s.json };
-      for (const [k, v] of Object.entries(s.tensors ?? {})) extraTensors[`plugin.${p.name}.${k}`] = v;
+      for (const [k, v] of Object.entries(s.tensors ?? {})) extraTensors[pluginTensorName(p.name, k)] = v;
     }
     const opt = await optimizer.exportState();
+    const state: CheckpointState = {
+      format: CHECKPOINT_FORMAT,
+      config,
+      step: run.step,
+      run: { ...run, lastGood: run.step },
+      sampler: sampler.state(),
+      optimizerT: opt.t,
+      plugins: pluginStates,
+      evals,
+      tokenizer: tokenizer.toJSON(),
+      corpus: { name: corpus.name, tokens: ids.length },
+      parameters: model.parameterCount(),
+    };
     try {
       saveCheckpoint(outDir, {
         weights: await model.exportWeights(),
         optimizer: { ...opt.tensors, ...extraTensors },
-        state: {
-          format: 'patchflow-checkpoint/1',
-          config,
-          step: run.step,
-          run: { ...run, lastGood: run.step },
-          sampler: sampler.state(),
-          optimizerT: opt.t,
-          plugins: pluginStates,
-          evals,
-          tokenizer: tokenizer.toJSON(),
-          corpus: { name: corpus.name, tokens: ids.length },
-          parameters: model.parameterCount(),
-        },
+        state,
         tokenizerJson: tokenizer instanceof HfTokenizer ? tokenizer.json : undefined,
       });
     } catch (e) {
@@ -294,7 +203,6 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
 
   const resumedAtEnd = !!ckpt && run.step >= totalSteps;
   emit({ type: 'start', phases, totalSteps, parameters: model.parameterCount(), resumedFrom: ckpt ? run.step : undefined });
-  const vars = model.specs.map((s) => model.p(s.name));
   const t0 = Date.now() - run.elapsed * 1000;
   let interrupted = false;
 
@@ -309,7 +217,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
 
   outer: for (let pi = run.phaseIndex; pi < phases.length; pi++) {
     const ph = phases[pi]!;
-    const active = plugins.filter((p) => ph.plugins[p.name]);
+    const active = plugins.filter((p) => ph.plugins[p.name] !== undefined);
     const fresh = run.phaseIndex !== pi || run.phaseStep === 0;
     if (fresh) {
       run.phaseIndex = pi;
@@ -318,7 +226,6 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     }
     for (const p of active) await p.phaseStart?.(phaseCtx(ph, p));
     emit({ type: 'phase', phase: ph });
-    const batchOwner = active.find((p) => p.makeBatch);
     const hasFlopsHook = active.some((p) => p.flops);
     const rowsPerStep = config.batchSize * config.gradAccum;
     let windowStart = Date.now();
@@ -326,59 +233,10 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
 
     while (run.phaseStep < ph.steps) {
       const lr = learningRate(config.optim, run.step - ph.scheduleStart, ph.scheduleSteps);
-      const sctx = (p: TrainerPlugin): StepContext => ({ ...phaseCtx(ph, p), plan: phases, step: run.step + 1, phaseStep: run.phaseStep, phaseSteps: ph.steps });
-      for (const p of active) await p.beforeStep?.(sctx(p));
-      let lossSum = 0;
-      let grads: Record<string, tf.Tensor> = {};
-      for (let micro = 0; micro < config.gradAccum; micro++) {
-        const windows = sampler.windows(config.batchSize, ph.layout.windowTokens);
-        const batch: Batch = batchOwner
-          ? batchOwner.makeBatch!(windows, config.batchSize, ph.layout, phaseCtx(ph, batchOwner))
-          : tokenBatch(windows, config.batchSize, ph.layout);
-        const { value, grads: rawGrads } = tf.variableGrads(() => {
-          const ids = tf.tensor2d(batch.inputs, [batch.rows, ph.layout.inputTokens], 'int32');
-          let emb = model.embed(ids);
-          for (const p of active) if (p.transformEmbeddings) emb = p.transformEmbeddings(emb, sctx(p));
-          const logits = model.forwardEmbeddings(emb);
-          const labels = tf.tensor2d(batch.labels, [batch.rows * ph.layout.positions, ph.layout.labelsPerPosition], 'int32');
-          const owner = active.find((p) => p.loss);
-          return owner ? owner.loss!(logits, labels, sctx(owner)) : (tf.mean(crossEntropy(logits, labels)) as tf.Scalar);
-        }, vars);
-        const g = model.gradsByParam(rawGrads);
-        lossSum += (await value.data())[0]!;
-        value.dispose();
-        if (micro === 0) grads = g;
-        else {
-          for (const k of Object.keys(g)) {
-            const s = tf.add(grads[k]!, g[k]!);
-            grads[k]!.dispose();
-            g[k]!.dispose();
-            grads[k] = s;
-          }
-        }
-      }
-      if (config.gradAccum > 1) {
-        for (const k of Object.keys(grads)) {
-          const s = tf.div(grads[k]!, config.gradAccum);
-          grads[k]!.dispose();
-          grads[k] = s;
-        }
-      }
-      const loss = lossSum / config.gradAccum;
-      if (!Number.isFinite(loss)) {
-        for (const g of Object.values(grads)) g.dispose();
-        throw new DivergenceError(divergenceMessage(run.step + 1, loss, run.lastGood, outDir));
-      }
-      for (const p of active) {
-        if (!p.transformGradients) continue;
-        const next = p.transformGradients(grads, sctx(p));
-        for (const [k, g] of Object.entries(grads)) if (next[k] !== g) g.dispose();
-        grads = next;
-      }
-      const normT = optimizer.step(grads, lr);
-      for (const g of Object.values(grads)) g.dispose();
-      const gradNorm = (await normT.data())[0]!;
-      normT.dispose();
+      const stepCtx = (p: TrainerPlugin): StepContext => ({ ...phaseCtx(ph, p), plan: phases, step: run.step + 1, phaseStep: run.phaseStep, phaseSteps: ph.steps });
+      for (const p of active) await p.beforeStep?.(stepCtx(p));
+      const { loss, gradNorm, applied } = await eagerStep({ config, model, optimizer, sampler, phase: ph, active, phaseCtx: (p) => phaseCtx(ph, p), stepCtx, lr });
+      if (!applied) throw new DivergenceError(divergenceMessage(run.step + 1, loss, run.lastGood, outDir));
       if (!Number.isFinite(gradNorm)) throw new DivergenceError(divergenceMessage(run.step + 1, gradNorm, run.lastGood, outDir, 'gradient norm'));
       const flopsNow = hasFlopsHook ? stepFlops(active, { ...ctxBase, phase: ph, phaseIndex: ph.index, layout: ph.layout, rowsPerStep, step: run.step + 1 }, model) : ph.flopsPerStep;
       run.step++;
@@ -386,7 +244,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
       run.flops += flopsNow;
       run.tokens += ph.tokensPerStep;
       windowTokens += ph.tokensPerStep;
-      for (const p of active) await p.afterStep?.({ ...sctx(p), step: run.step, phaseStep: run.phaseStep - 1 });
+      for (const p of active) await p.afterStep?.({ ...stepCtx(p), step: run.step, phaseStep: run.phaseStep - 1 });
       losses.push({ step: run.step, loss, flops: run.flops });
       const now = Date.now();
       const tps = windowTokens / Math.max(1e-3, (now - windowStart) / 1000);
@@ -420,7 +278,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     valLoss = await doEval();
     await save();
   }
-  return { model, tokenizer, phases, steps: run.step, valLoss, evals, losses, flops: run.flops, tokens: run.tokens, seconds: (Date.now() - t0) / 1000, interrupted };
+  return { model, tokenizer, plugins, phases, steps: run.step, valLoss, evals, losses, flops: run.flops, tokens: run.tokens, seconds: (Date.now() - t0) / 1000, interrupted };
 }
 
 /**

@@ -281,13 +281,13 @@ describe('checkpoint directories', () => {
       expect(c.recovered).toBe(false);
       expect(c.weights).toEqual(weights(6));
       expect(c.optimizer).toEqual(optimizer(0.5));
-      expect(c.state).toEqual({ ...state(10), checkpointId: expect.stringMatching(/^\d+-[a-z0-9]+$/) });
+      expect((c.state as any)).toEqual({ ...state(10), checkpointId: expect.stringMatching(/^\d+-[a-z0-9]+$/) });
       expect(c.tokenizerJson).toBe('{"model":{}}');
     }
     // second save replaces the first; no tokenizer this time
     saveCheckpoint(run, { weights: weights(7), optimizer: optimizer(1), state: state(20) });
     const c = loadCheckpoint(run);
-    expect(c.state.step).toBe(20);
+    expect((c.state as any).step).toBe(20);
     expect(c.weights['tok.emb']!.data[5]).toBe(7);
     expect(c.tokenizerJson).toBeUndefined();
     expect(fs.readdirSync(run)).toEqual(['checkpoint']);
@@ -317,12 +317,12 @@ describe('checkpoint directories', () => {
     const c = loadCheckpoint(run);
     expect(c.recovered).toBe(true);
     expect(c.dir).toBe(path.join(run, 'checkpoint.old'));
-    expect(c.state.step).toBe(5);
+    expect((c.state as any).step).toBe(5);
     expect(c.weights).toEqual(weights(1));
     // the next save succeeds and cleans up
     saveCheckpoint(run, { weights: weights(2), optimizer: optimizer(2), state: state(6) });
     expect(fs.readdirSync(run)).toEqual(['checkpoint']);
-    expect(loadCheckpoint(run).state.step).toBe(6);
+    expect((loadCheckpoint(run).state as { step: number }).step).toBe(6);
   });
 
   it('a stale checkpoint.old next to a complete checkpoint is ignored and removed', () => {
@@ -330,7 +330,7 @@ describe('checkpoint directories', () => {
     saveCheckpoint(run, { weights: weights(1), optimizer: optimizer(1), state: state(1) });
     fs.cpSync(path.join(run, 'checkpoint'), path.join(run, 'checkpoint.old'), { recursive: true });
     saveCheckpoint(run, { weights: weights(2), optimizer: optimizer(2), state: state(2) });
-    expect(loadCheckpoint(run).state.step).toBe(2);
+    expect((loadCheckpoint(run).state as { step: number }).step).toBe(2);
     fs.cpSync(path.join(run, 'checkpoint'), path.join(run, 'checkpoint.old'), { recursive: true });
     expect(loadCheckpoint(run).recovered).toBe(false);
     saveCheckpoint(run, { weights: weights(3), optimizer: optimizer(3), state: state(3) });
@@ -351,7 +351,7 @@ describe('checkpoint directories', () => {
     expect(() => saveCheckpoint(run, { weights: weights(2), optimizer: optimizer(2), state: { config: {} } })).toThrow(/missing field "step"/);
     expect(fs.readdirSync(run)).toEqual(['checkpoint']);
     const c = loadCheckpoint(run);
-    expect(c.state.step).toBe(5);
+    expect((c.state as any).step).toBe(5);
     expect(c.weights).toEqual(weights(1));
     expect(fs.readFileSync(path.join(run, 'checkpoint', 'model.safetensors'))).toEqual(before);
   });

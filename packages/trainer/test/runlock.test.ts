@@ -172,7 +172,7 @@ describe('train() holds the lock for the whole run and releases it on every exit
     r.model.dispose();
     expect(r.interrupted).toBe(true);
     expect(fs.existsSync(path.join(dir, LOCK_FILE))).toBe(false);
-    expect(loadCheckpoint(dir).state.step).toBe(1);
+    expect((loadCheckpoint(dir).state as { step: number }).step).toBe(1);
   });
 
   it('a second train() on a directory in use fails before step 1', async () => {
@@ -209,7 +209,7 @@ describe('refused writes', () => {
     }
     expect(fs.readdirSync(dir).filter((f) => f.includes('.tmp-'))).toEqual([]);
     const back = loadCheckpoint(dir);
-    expect(back.state.step).toBe(10);
+    expect((back.state as any).step).toBe(10);
     expect([...back.weights.w!.data]).toEqual([1, 2, 3, 4]);
   });
 
@@ -225,7 +225,7 @@ describe('refused writes', () => {
     } finally {
       inject.failWrite = undefined;
     }
-    expect(loadCheckpoint(dir).state.step).toBe(2);
+    expect((loadCheckpoint(dir).state as { step: number }).step).toBe(2);
     expect(fs.existsSync(path.join(dir, LOCK_FILE))).toBe(false);
   });
 });
@@ -252,7 +252,7 @@ describe.skipIf(!fs.existsSync(dist))('loadCheckpoint while another process save
     void exited.then(() => (done = true));
     while (!done) {
       const c = loadCheckpoint(dir);
-      const step = c.state.step as number;
+      const step = (c.state as any).step as number;
       expect(c.weights.w!.data[0]).toBe(step);
       expect(c.weights.w!.data[n - 1]).toBe(step);
       expect(c.optimizer.m!.data[n - 1]).toBe(step);

@@ -7,7 +7,7 @@
  * model's matrix shapes on the current cpu backend.
  */
 import * as os from 'node:os';
-import { tf, useBackend, nativeInfo, hasFusedKernel } from '@patchflow/tensor';
+import { tf, useBackend, nativeInfo, hasFusedKernel, KERNELS } from '@patchflow/tensor';
 import { resolveConfig, loadCorpus, finalizeModelConfig, type TrainConfig, type TrainerPlugin } from '@patchflow/trainer';
 import { patchTraining } from '@patchflow/patch-training';
 import { sparseTraining, maskFromScores, parsePattern, blockMaskOf, KERNEL_MAX_DENSITY } from '@patchflow/sparsity';
@@ -65,8 +65,8 @@ export async function kernelTable(shapes: [string, number, number, number][], sp
       const mask = maskFromScores(scores, [k, n], parsePattern(`block:${blockSize}`), 1 - s);
       const bm = tf.tensor2d(blockMaskOf(mask, [k, n], blockSize), [k / blockSize, n / blockSize], 'int32');
       const attrs = { blockSize };
-      const fwd = await timeIt(() => run('PfBlockSparseMatMul', { x, w, blockMask: bm }, attrs), reps);
-      const grad = await timeIt(() => run('PfBlockSparseMatMulGrad', { x, w, blockMask: bm, dy }, attrs), reps);
+      const fwd = await timeIt(() => run(KERNELS.blockSparseMatMul, { x, w, blockMask: bm }, attrs), reps);
+      const grad = await timeIt(() => run(KERNELS.blockSparseMatMulGrad, { x, w, blockMask: bm, dy }, attrs), reps);
       bm.dispose();
       out.push({ shape, m, k, n, blockSize, sparsity: s, dense, sparse: { fwd, grad, total: fwd + grad }, ratio: (fwd + grad) / dense.total });
     }
@@ -88,7 +88,7 @@ export async function sparsityBench(values: Record<string, unknown>): Promise<{ 
   const loadStart = os.loadavg();
   await useBackend('cpu');
   const say = (s: string) => process.stderr.write(`bench sparsity: ${s}\n`);
-  if (!hasFusedKernel('PfBlockSparseMatMul')) say('warning: the cpu backend has no block-sparse kernel (native kernels not loaded?): block runs use dense products');
+  if (!hasFusedKernel(KERNELS.blockSparseMatMul)) say('warning: the cpu backend has no block-sparse kernel (native kernels not loaded?): block runs use dense products');
 
   // kernel table first (a few seconds)
   const base = quick
@@ -106,7 +106,7 @@ export async function sparsityBench(values: Record<string, unknown>): Promise<{ 
   const blockSize = 32;
   const sparsities = [0, 0.5, 0.75, 0.875, 0.9375];
   say(`kernel table: ${shapes.length} shapes × ${sparsities.length} sparsities, block ${blockSize}`);
-  const kernels = hasFusedKernel('PfBlockSparseMatMul') ? await kernelTable(shapes, sparsities, blockSize, quick ? 2 : 7) : [];
+  const kernels = hasFusedKernel(KERNELS.blockSparseMatMul) ? await kernelTable(shapes, sparsities, blockSize, quick ? 2 : 7) : [];
 
   const steps = typeof values.steps === 'number' ? values.steps : quick ? 120 : 600;
   const evalEvery = quick ? 40 : 100;

@@ -8,6 +8,7 @@ import { Buffer } from 'node:buffer';
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelSpec } from '../registry.js';
 import type { NativeAddon } from './native.js';
+import { KERNELS } from '../ops.js';
 
 type Values = tf.backend_util.BackendValues;
 interface CpuBackendLike {
@@ -331,11 +332,11 @@ const T = (x: unknown) => x as tf.TensorInfo;
 function blockSparseKernels(n: NativeAddon): KernelSpec[] {
   return [
     {
-      kernelName: 'PfBlockSparseMatMul',
+      kernelName: KERNELS.blockSparseMatMul,
       kernelFunc: (args) => {
         const b = be(args);
         const { x, w, blockMask, bias } = args.inputs;
-        const [m, k, nn, bs] = blockSparseDims('PfBlockSparseMatMul', T(x), T(w), T(blockMask), args.attrs?.blockSize);
+        const [m, k, nn, bs] = blockSparseDims(KERNELS.blockSparseMatMul, T(x), T(w), T(blockMask), args.attrs?.blockSize);
         if (bias && (T(bias).dtype !== 'float32' || size(T(bias).shape) !== nn)) throw new Error(`PfBlockSparseMatMul: bias must be float32 [${nn}], got ${T(bias).dtype} [${T(bias).shape}]`);
         const y = uninitF32(m * nn); // the kernel writes every element (zeros where no block is kept)
         n.blockSparseMatMul(f32(b, T(x)), f32(b, T(w)), i32(b, T(blockMask)), y, m, k, nn, bs, bias ? f32(b, T(bias)) : null);
@@ -343,12 +344,12 @@ function blockSparseKernels(n: NativeAddon): KernelSpec[] {
       },
     },
     {
-      kernelName: 'PfBlockSparseMatMulGrad',
+      kernelName: KERNELS.blockSparseMatMulGrad,
       kernelFunc: (args) => {
         const b = be(args);
         const { x, w, blockMask, dy } = args.inputs;
         if (!dy) throw new Error('PfBlockSparseMatMulGrad: input dy is required');
-        const [m, k, nn, bs] = blockSparseDims('PfBlockSparseMatMulGrad', T(x), T(w), T(blockMask), args.attrs?.blockSize, T(dy));
+        const [m, k, nn, bs] = blockSparseDims(KERNELS.blockSparseMatMulGrad, T(x), T(w), T(blockMask), args.attrs?.blockSize, T(dy));
         const dx = uninitF32(m * k); // both written in full: zeros where no block is kept / outside the mask
         const dw = uninitF32(k * nn);
         n.blockSparseMatMulGrad(f32(b, T(x)), f32(b, T(w)), i32(b, T(blockMask)), f32(b, T(dy)), dx, dw, m, k, nn, bs);
@@ -361,7 +362,7 @@ function blockSparseKernels(n: NativeAddon): KernelSpec[] {
 /** PfAdamW: one pass over w, g, m, v (see ops.ts adamwUpdate). */
 function adamwKernel(n: NativeAddon): KernelSpec {
   return {
-    kernelName: 'PfAdamW',
+    kernelName: KERNELS.adamw,
     kernelFunc: (args) => {
       const b = be(args);
       const [w, g, m, v, scale] = (['w', 'g', 'm', 'v', 'scale'] as const).map((k) => T(args.inputs[k]));
@@ -382,7 +383,7 @@ function adamwKernel(n: NativeAddon): KernelSpec {
 function fusedKernels(n: NativeAddon): KernelSpec[] {
   return [
     {
-      kernelName: 'PfGelu',
+      kernelName: KERNELS.gelu,
       kernelFunc: (args) => {
         const b = be(args);
         const x = T(args.inputs.x);
@@ -392,7 +393,7 @@ function fusedKernels(n: NativeAddon): KernelSpec[] {
       },
     },
     {
-      kernelName: 'PfGeluGrad',
+      kernelName: KERNELS.geluGrad,
       kernelFunc: (args) => {
         const b = be(args);
         const x = T(args.inputs.x);
@@ -403,7 +404,7 @@ function fusedKernels(n: NativeAddon): KernelSpec[] {
       },
     },
     {
-      kernelName: 'PfLayerNorm',
+      kernelName: KERNELS.layerNorm,
       kernelFunc: (args) => {
         const b = be(args);
         const x = T(args.inputs.x);
@@ -419,7 +420,7 @@ function fusedKernels(n: NativeAddon): KernelSpec[] {
       },
     },
     {
-      kernelName: 'PfLayerNormGrad',
+      kernelName: KERNELS.layerNormGrad,
       kernelFunc: (args) => {
         const b = be(args);
         const x = T(args.inputs.x);
@@ -434,7 +435,7 @@ function fusedKernels(n: NativeAddon): KernelSpec[] {
       },
     },
     {
-      kernelName: 'PfCausalAttention',
+      kernelName: KERNELS.causalAttention,
       kernelFunc: (args) => {
         const b = be(args);
         const q = T(args.inputs.q);
@@ -446,7 +447,7 @@ function fusedKernels(n: NativeAddon): KernelSpec[] {
       },
     },
     {
-      kernelName: 'PfCausalAttentionGrad',
+      kernelName: KERNELS.causalAttentionGrad,
       kernelFunc: (args) => {
         const b = be(args);
         const i = args.inputs;
@@ -463,7 +464,7 @@ function fusedKernels(n: NativeAddon): KernelSpec[] {
       },
     },
     {
-      kernelName: 'PfCrossEntropy',
+      kernelName: KERNELS.crossEntropy,
       kernelFunc: (args) => {
         const b = be(args);
         const logits = T(args.inputs.logits);
@@ -477,7 +478,7 @@ function fusedKernels(n: NativeAddon): KernelSpec[] {
       },
     },
     {
-      kernelName: 'PfCrossEntropyGrad',
+      kernelName: KERNELS.crossEntropyGrad,
       kernelFunc: (args) => {
         const b = be(args);
         const i = args.inputs;

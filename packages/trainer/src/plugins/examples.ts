@@ -8,10 +8,11 @@
  */
 import { tf, crossEntropy } from '@patchflow/tensor';
 import { PluginError, addToAllPhases, type TrainerPlugin } from '../plugin.js';
+import { checkSettingKeys, registerPlugin } from '../composition.js';
 import { Rng } from '../rng.js';
 
 export function neftune(alpha = 5, seed = 7): TrainerPlugin {
-  if (!(alpha > 0)) throw new PluginError(`neftune: alpha must be > 0, got ${alpha}`);
+  if (!(typeof alpha === 'number' && alpha > 0)) throw new PluginError(`invalid config: plugins.neftune.alpha must be a number > 0, got ${JSON.stringify(alpha)}`);
   let rng = new Rng(seed);
   return {
     name: 'neftune',
@@ -31,7 +32,7 @@ export function neftune(alpha = 5, seed = 7): TrainerPlugin {
 }
 
 export function labelSmoothing(eps = 0.1): TrainerPlugin {
-  if (!(eps >= 0 && eps < 1)) throw new PluginError(`labelSmoothing: eps must be in [0, 1), got ${eps}`);
+  if (!(typeof eps === 'number' && eps >= 0 && eps < 1)) throw new PluginError(`invalid config: plugins.label-smoothing.eps must be a number in [0, 1), got ${JSON.stringify(eps)}`);
   return {
     name: 'label-smoothing',
     plan: (phases) => addToAllPhases(phases, 'label-smoothing', { eps }),
@@ -46,3 +47,21 @@ export function labelSmoothing(eps = 0.1): TrainerPlugin {
     },
   };
 }
+
+registerPlugin({
+  name: 'neftune',
+  create: (s) => {
+    checkSettingKeys('neftune', s, ['alpha']);
+    return neftune(s.alpha === undefined ? undefined : (s.alpha as number));
+  },
+  description: 'NEFTune: uniform noise on the input embeddings (Jain et al., 2023)',
+});
+
+registerPlugin({
+  name: 'label-smoothing',
+  create: (s) => {
+    checkSettingKeys('label-smoothing', s, ['eps']);
+    return labelSmoothing(s.eps === undefined ? undefined : (s.eps as number));
+  },
+  description: 'label smoothing of the cross-entropy (Szegedy et al., 2016)',
+});
