@@ -7,6 +7,7 @@ export * from './generate.js';
 export * from './plugins/examples.js';
 export * from './rng.js';
 export * from './tokenizer.js';
+export * from './bpe-train.js';
 export * from './data.js';
 export * from './checkpoint.js';
 export * from './load.js';
