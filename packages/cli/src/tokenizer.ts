@@ -15,7 +15,7 @@ import { Progress } from './progress.js';
 
 export const TOKENIZER_FLAGS: FlagSpec[] = [
   { name: 'vocab', type: 'int', help: 'vocabulary size: 256 bytes + merges + special tokens', placeholder: 'n' },
-  { name: 'data', type: 'string', help: 'training text, as for `train --data` (default: bundled Moby Dick)', placeholder: 'path' },
+  { name: 'data', type: 'string', help: 'training text, as for `train --data`: .txt, directory, .jsonl, or corpus:NAME (moby-dick, sotu, brown, english); default: bundled Moby Dick', placeholder: 'path' },
   { name: 'out', type: 'string', short: 'o', help: 'tokenizer.json to write', placeholder: 'path' },
   { name: 'min-frequency', type: 'int', help: 'do not merge pairs seen fewer times', default: 2 },
   { name: 'special', type: 'string', help: 'comma-separated special tokens, given the last ids (e.g. "<|endoftext|>")', placeholder: 'tokens' },

@@ -9,5 +9,6 @@ export * from './rng.js';
 export * from './tokenizer.js';
 export * from './bpe-train.js';
 export * from './data.js';
+export * from './corpora.js';
 export * from './checkpoint.js';
 export * from './load.js';
