@@ -61,9 +61,6 @@ export async function tokenizerCommand(positionals: string[], values: Record<str
             progress!.update({ step: p.done, phase: p.phase === 'count' ? 'pre-tokenize (chars)' : 'merges' });
           },
     });
-  } catch (e) {
-    if ((e as Error).name === 'TokenizerError') throw new UserError((e as Error).message);
-    throw e;
   } finally {
     progress?.done();
   }

@@ -14,7 +14,7 @@ import { loadBackendModules } from './backends.js';
 
 export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'config', type: 'string', help: 'JSON config file (TrainConfig keys; see the README); flags override it' },
-  { name: 'data', type: 'string', help: 'corpus: a .txt file, a directory of .txt files, or .jsonl with a "text" field (default: bundled Moby Dick)' },
+  { name: 'data', type: 'string', help: 'corpus: a .txt file, a directory of .txt files, .jsonl with a "text" field, or corpus:NAME (moby-dick, sotu, brown, english) (default: bundled Moby Dick)' },
   { name: 'tokenizer', type: 'string', help: 'Hugging Face tokenizer.json (default: bytes)' },
   { name: 'steps', type: 'int', help: 'optimizer steps of token-level training (the token budget)' },
   { name: 'out', type: 'string', help: 'run directory for checkpoints, metrics.jsonl and loss.svg', default: 'runs/train' },
