@@ -366,13 +366,41 @@ export function plan(g: StepGraph, hw: HardwareSpec, opts: SimulateOptions): Pla
   return { kernels, sections };
 }
 
-export function simulate(g: StepGraph, hw: HardwareSpec, opts: SimulateOptions, p: Plan = plan(g, hw, opts)): SimulationResult {
-  const T = tensorMap(g);
-  const prec = g.meta.precision;
-  const cost = g.ops.map((o) => opCost(o, hw, prec));
-  const offBW = hw.offChip.bandwidthBytesPerSecond * hw.offChip.efficiency;
-  const onBW = hw.onChip.bandwidthBytesPerSecond;
-  const kbk = opts.mode === 'kbk';
+/** Per-op costs and the rates every part of a simulation reads. */
+interface SimContext {
+  g: StepGraph;
+  hw: HardwareSpec;
+  p: Plan;
+  T: Map<string, TensorSpec>;
+  cost: { computeSeconds: number; onChipBytes: number }[];
+  onBW: number;
+  offBW: number;
+  kbk: boolean;
+}
+
+/** Time of a set of ops run as one unit: the max of compute (tiled ops × the pipeline factor), on-chip and off-chip traffic, plus an overhead. */
+function runTime(c: SimContext, ops: number[], streamingRepeat: number, pipe: number, overhead: number) {
+  const tr = boundaryTraffic(c.g, c.T, ops, streamingRepeat);
+  let tiled = 0, untiled = 0, on = 0, off = 0;
+  for (const oi of ops) {
+    const cost = c.cost[oi]!;
+    if (c.g.ops[oi]!.tiled) tiled += cost.computeSeconds;
+    else untiled += cost.computeSeconds;
+    on += cost.onChipBytes;
+    off += tr.perOp.get(oi) ?? 0;
+  }
+  const compute = tiled * pipe + untiled;
+  const onS = on / c.onBW;
+  const offS = off / c.offBW;
+  return { ops, secs: Math.max(compute, onS, offS) + overhead, compute, onS, offS, off, perOp: tr.perOp, byRole: tr.byRole, overhead, pipe };
+}
+
+/**
+ * Runs every section (KBK: every kernel) and attributes its time to its ops by their own roofline
+ * times: the units of the result, and per-op time and off-chip bytes for the group breakdown.
+ */
+function runSections(c: SimContext) {
+  const { g, hw, p, kbk } = c;
   const mKbk = microBatches(g, 128);
   const units: UnitResult[] = [];
   const opOff = new Array<number>(g.ops.length).fill(0);
@@ -382,25 +410,10 @@ export function simulate(g: StepGraph, hw: HardwareSpec, opts: SimulateOptions, 
   let onChipPeak = 0;
   let total = 0;
   let totalOff = 0;
-  const evalRun = (ops: number[], streamingRepeat: number, pipe: number, overhead: number) => {
-    const tr = boundaryTraffic(g, T, ops, streamingRepeat);
-    let tiled = 0, untiled = 0, on = 0, off = 0;
-    for (const oi of ops) {
-      const c = cost[oi]!;
-      if (g.ops[oi]!.tiled) tiled += c.computeSeconds;
-      else untiled += c.computeSeconds;
-      on += c.onChipBytes;
-      off += tr.perOp.get(oi) ?? 0;
-    }
-    const compute = tiled * pipe + untiled;
-    const onS = on / onBW;
-    const offS = off / offBW;
-    return { ops, secs: Math.max(compute, onS, offS) + overhead, compute, onS, offS, off, perOp: tr.perOp, byRole: tr.byRole, overhead, pipe };
-  };
   for (const s of p.sections) {
     const ops = s.kernels.flatMap((k) => p.kernels[k]!.ops);
-    const sequential = () => s.kernels.map((k) => evalRun(p.kernels[k]!.ops, 1, 1, hw.execution.kernelOverheadSeconds));
-    let runs = kbk ? sequential() : [evalRun(ops, s.streaming ? s.microBatches : 1, s.depth === 0 ? 1 : (s.microBatches + s.depth - 1) / s.microBatches, hw.execution.sectionOverheadSeconds)];
+    const sequential = () => s.kernels.map((k) => runTime(c, p.kernels[k]!.ops, 1, 1, hw.execution.kernelOverheadSeconds));
+    let runs = kbk ? sequential() : [runTime(c, ops, s.streaming ? s.microBatches : 1, s.depth === 0 ? 1 : (s.microBatches + s.depth - 1) / s.microBatches, hw.execution.sectionOverheadSeconds)];
     let schedule: 'pipelined' | 'sequential' = kbk ? 'sequential' : 'pipelined';
     if (!kbk && s.kernels.length > 1) {
       // the compiler keeps whichever is faster: the pipelined section, or its kernels one after another
@@ -421,8 +434,7 @@ export function simulate(g: StepGraph, hw: HardwareSpec, opts: SimulateOptions, 
       overhead += r.overhead * repeat;
       for (const [role, v] of Object.entries(r.byRole)) byRole[role as TensorRole] = (byRole[role as TensorRole] ?? 0) + v * repeat;
       for (const oi of r.ops) opOff[oi] = (r.perOp.get(oi) ?? 0) * repeat;
-      // attribute the run's time to its ops by their own roofline times
-      const own = r.ops.map((oi) => Math.max(cost[oi]!.computeSeconds * (g.ops[oi]!.tiled ? r.pipe : 1) * repeat, (cost[oi]!.onChipBytes * repeat) / onBW, opOff[oi]! / offBW));
+      const own = r.ops.map((oi) => Math.max(c.cost[oi]!.computeSeconds * (g.ops[oi]!.tiled ? r.pipe : 1) * repeat, (c.cost[oi]!.onChipBytes * repeat) / c.onBW, opOff[oi]! / c.offBW));
       const sum = own.reduce((a, b) => a + b, 0) || 1;
       r.ops.forEach((oi, i) => {
         opShare[oi] = (r.secs * repeat * own[i]!) / sum;
@@ -430,7 +442,7 @@ export function simulate(g: StepGraph, hw: HardwareSpec, opts: SimulateOptions, 
         phases[ph] = (phases[ph] ?? 0) + opShare[oi]!;
       });
     }
-    const foot = Math.min(hw.onChip.capacityBytes, schedule === 'sequential' ? Math.max(...s.kernels.map((k) => footprint(g, T, p.kernels[k]!.ops, (o) => o, mKbk, kbk ? false : true))) : s.footprintBytes);
+    const foot = Math.min(hw.onChip.capacityBytes, schedule === 'sequential' ? Math.max(...s.kernels.map((k) => footprint(g, c.T, p.kernels[k]!.ops, (o) => o, mKbk, kbk ? false : true))) : s.footprintBytes);
     onChipPeak = Math.max(onChipPeak, foot);
     units.push({
       index: s.index, id: kbk ? p.kernels[s.kernels[0]!]!.id : `section ${s.index} (${ops.length} ops: ${g.ops[ops[0]!]!.id} .. ${g.ops[ops.at(-1)!]!.id})`,
@@ -440,6 +452,12 @@ export function simulate(g: StepGraph, hw: HardwareSpec, opts: SimulateOptions, 
     total += secs;
     totalOff += off;
   }
+  return { units, opOff, opShare, byRole, phases, onChipPeak, total, totalOff };
+}
+
+/** Time, FLOPs and traffic by op group (matmul, attention, ...), most time first. */
+function groupBreakdown(c: SimContext, opShare: number[], opOff: number[]): GroupResult[] {
+  const { g, p } = c;
   const groups = new Map<string, GroupResult>();
   const kernelOf = new Map<number, number>();
   p.kernels.forEach((k) => k.ops.forEach((o) => kernelOf.set(o, k.index)));
@@ -453,17 +471,32 @@ export function simulate(g: StepGraph, hw: HardwareSpec, opts: SimulateOptions, 
     gr.offChipBytes += opOff[o.index]!;
     const rep = o.phase === 'optimizer' ? 1 : g.meta.gradAccum;
     gr.flops += o.flops * (rep - 1);
-    gr.onChipBytes += cost[o.index]!.onChipBytes * rep;
-    gr.computeSeconds += cost[o.index]!.computeSeconds * rep;
+    gr.onChipBytes += c.cost[o.index]!.onChipBytes * rep;
+    gr.computeSeconds += c.cost[o.index]!.computeSeconds * rep;
     groups.set(name, gr);
     (kernelsIn.get(name) ?? kernelsIn.set(name, new Set()).get(name)!).add(kernelOf.get(o.index)!);
   }
   for (const gr of groups.values()) {
     gr.kernels = kernelsIn.get(gr.group)!.size;
-    gr.onChipSeconds = gr.onChipBytes / onBW;
-    gr.offChipSeconds = gr.offChipBytes / offBW;
+    gr.onChipSeconds = gr.onChipBytes / c.onBW;
+    gr.offChipSeconds = gr.offChipBytes / c.offBW;
     gr.bound = boundOf(gr.computeSeconds, gr.onChipSeconds, gr.offChipSeconds);
   }
+  return [...groups.values()].sort((a, b) => b.seconds - a.seconds);
+}
+
+/** Step time of a graph on a chip, kernel by kernel or as pipelined dataflow sections (see the file comment). */
+export function simulate(g: StepGraph, hw: HardwareSpec, opts: SimulateOptions, p: Plan = plan(g, hw, opts)): SimulationResult {
+  const prec = g.meta.precision;
+  const c: SimContext = {
+    g, hw, p,
+    T: tensorMap(g),
+    cost: g.ops.map((o) => opCost(o, hw, prec)),
+    onBW: hw.onChip.bandwidthBytesPerSecond,
+    offBW: hw.offChip.bandwidthBytesPerSecond * hw.offChip.efficiency,
+    kbk: opts.mode === 'kbk',
+  };
+  const { units, opOff, opShare, byRole, phases, onChipPeak, total, totalOff } = runSections(c);
   const mem = memoryProfile(g);
   const peak = hw.compute.matmulTflops[prec]! * 1e12;
   const warnings: string[] = [];
@@ -491,10 +524,10 @@ export function simulate(g: StepGraph, hw: HardwareSpec, opts: SimulateOptions, 
     memory: { persistentBytes: mem.persistentBytes, peakBytes: mem.peakBytes, savedActivationBytes: mem.savedActivationBytes, capacityBytes: hw.offChip.capacityBytes, fits: mem.peakBytes <= hw.offChip.capacityBytes },
     phases,
     bound,
-    groups: [...groups.values()].sort((a, b) => b.seconds - a.seconds),
+    groups: groupBreakdown(c, opShare, opOff),
     units,
     kernels: p.kernels.length,
-    ...(kbk ? {} : { sections: p.sections.length }),
+    ...(c.kbk ? {} : { sections: p.sections.length }),
     warnings,
   };
 }
