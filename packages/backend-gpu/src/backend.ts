@@ -11,7 +11,7 @@ import { webgpuKernels } from './kernels.js';
 export const WEBGPU_MAX_RANK = 4;
 
 export interface WebGpuBackendOptions {
-  /** patchflow name (`--backend NAME`). Default 'webgpu'. */
+  /** The backend name (config key `backend`). Default 'webgpu'. */
   name?: string;
   /**
    * Supplies the WebGPU implementation, or undefined when there is none. Default: `navigator.gpu`

@@ -8,50 +8,16 @@ import { blockSparseMatMul, hasFusedKernel, tf, useBackend } from '@patchflow/te
 import { webgpuBackend } from '../src/index.js';
 import { gradWTiles, matMulTiles } from '../src/kernels.js';
 import { expectClose, gpuGate, IN_CI, randn } from './helpers.js';
+import { blockMask, blockSparseRef } from '@patchflow/test-fixtures';
+/** A [kb, nb] 0/1 mask with round(density · blocks) kept blocks, at seeded positions. */
+const makeMask = (kb: number, nb: number, density: number, seed: number) => blockMask(kb, nb, density, randn(kb * nb, seed));
+/** float64 references (test-fixtures: independent of ops.ts and the kernels). */
+const reference = blockSparseRef;
+
 
 const gate = await gpuGate();
 
-/** A [K/b, N/b] 0/1 mask with round(density · blocks) kept blocks, at seeded positions. */
-function makeMask(kb: number, nb: number, density: number, seed: number): Int32Array {
-  const n = kb * nb;
-  const order = Array.from(randn(n, seed), (v, i) => [v, i] as const)
-    .sort((a, b) => a[0] - b[0])
-    .map(([, i]) => i);
-  const mask = new Int32Array(n);
-  for (const i of order.slice(0, Math.round(density * n))) mask[i] = 1;
-  return mask;
-}
 
-/** float64 y = x @ (w⊙M), dx = dy @ (w⊙M)^T, dw = (x^T @ dy) ⊙ M; row-major flat arrays. */
-function reference(x: Float32Array, w: Float32Array, mask: Int32Array, dy: Float32Array, m: number, k: number, n: number, b: number) {
-  const nb = n / b;
-  const kept = (r: number, c: number) => mask[Math.floor(r / b) * nb + Math.floor(c / b)] !== 0;
-  const wm = new Float64Array(k * n);
-  for (let r = 0; r < k; r++) for (let c = 0; c < n; c++) wm[r * n + c] = kept(r, c) ? w[r * n + c]! : 0;
-  const y = new Float64Array(m * n);
-  const dx = new Float64Array(m * k);
-  const dw = new Float64Array(k * n);
-  for (let i = 0; i < m; i++) {
-    for (let p = 0; p < k; p++) {
-      const xv = x[i * k + p]!;
-      let s = 0;
-      for (let c = 0; c < n; c++) {
-        y[i * n + c]! += xv * wm[p * n + c]!;
-        s += dy[i * n + c]! * wm[p * n + c]!;
-      }
-      dx[i * k + p] = s;
-    }
-  }
-  for (let p = 0; p < k; p++) {
-    for (let c = 0; c < n; c++) {
-      if (!kept(p, c)) continue;
-      let s = 0;
-      for (let i = 0; i < m; i++) s += x[i * k + p]! * dy[i * n + c]!;
-      dw[p * n + c] = s;
-    }
-  }
-  return { y, dx, dw };
-}
 
 /** Elementwise closeness (fp32 tolerances) plus the relative error of the whole result. */
 function expectNear(got: ArrayLike<number>, want: Float64Array, what: string): void {

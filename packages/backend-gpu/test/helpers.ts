@@ -1,28 +1,8 @@
 import { expect, inject } from 'vitest';
 import { tf, useBackend } from '@patchflow/tensor';
+import { randn } from '@patchflow/test-fixtures';
 
-/** True when CI is set (and not to a false-y word): then GPU tests must run, never skip. */
-export const IN_CI = !!process.env.CI && !/^(0|false|no)$/i.test(process.env.CI);
-
-/** Deterministic normal-ish floats (mulberry32 + Box-Muller), so failures reproduce. */
-export function randn(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  const u = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = scale * Math.sqrt(-2 * Math.log(u() + 1e-12)) * Math.cos(2 * Math.PI * u());
-  return out;
-}
-
-export function randInt(n: number, seed: number, max: number): Int32Array {
-  const f = randn(n, seed);
-  return Int32Array.from(f, (x, i) => Math.abs(Math.floor(x * 7919 + i * 31)) % max);
-}
+export { IN_CI, randInt, randn } from '@patchflow/test-fixtures';
 
 const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 /** A float tensor of `shape` with seeded values (created on the current backend). */

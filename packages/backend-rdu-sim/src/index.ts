@@ -93,7 +93,7 @@ export interface SimSettings {
   sparsityPattern?: string;
 }
 
-/** Simulation settings of `patchflow train --backend rdu-sim`: PATCHFLOW_SIM_HW (default sn30), PATCHFLOW_SIM_MODE (default dataflow). */
+/** Simulation settings of a run on the `rdu-sim` backend: PATCHFLOW_SIM_HW (default sn30), PATCHFLOW_SIM_MODE (default dataflow). */
 export function simSettingsFromEnv(env: Record<string, string | undefined> = process.env): SimSettings {
   const mode = env.PATCHFLOW_SIM_MODE ?? 'dataflow';
   if (mode !== 'kbk' && mode !== 'dataflow') throw new ConfigError(`PATCHFLOW_SIM_MODE must be kbk or dataflow, got "${mode}"`);

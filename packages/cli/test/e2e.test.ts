@@ -11,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { wordCorpus } from '@patchflow/test-fixtures';
 
 // each case runs the CLI a few times; a run takes about a second on a small machine
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
@@ -136,15 +137,6 @@ function parseEval(stdout: string): { loss: number; ppl: number; step: number } 
   return { loss: Number(m![1]), ppl: Number(m![2]), step: Number(m![3]) };
 }
 
-/** A deterministic English-like corpus (~24 KB). */
-function makeCorpus(): string {
-  const words = 'the whale sea ship captain sailed over deep waters and then the crew saw a white shape near harbor at dawn'.split(' ');
-  let seed = 12345;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648), seed);
-  const out: string[] = [];
-  for (let i = 0; i < 4200; i++) out.push(words[rnd() % words.length]! + (i % 11 === 10 ? '.\n' : ' '));
-  return out.join('');
-}
 
 /** file: URL of @patchflow/tensor's ESM entry, resolved the way node resolves it from the repo. */
 function tensorEntryUrl(): string {
@@ -169,7 +161,7 @@ beforeAll(async () => {
   if (!fs.existsSync(path.join(CLI_DIR, 'dist', 'index.js'))) throw new Error('packages/cli/dist is missing: build first (npx nx run-many -t build)');
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'patchflow-e2e-'));
   corpus = p('corpus.txt');
-  fs.writeFileSync(corpus, makeCorpus());
+  fs.writeFileSync(corpus, wordCorpus());
   base = p('base');
   baseTrain = await cli(['train', '--data', corpus, '--out', base, ...TINY, '--steps', String(STEPS)]);
 }, 60_000);

@@ -1,9 +1,8 @@
 /**
  * Probes WebGPU once (in a child process: Dawn's native logging stays out of the test output) for
- * the CLI's webgpu training tests, which read the answer with `inject('webgpu')`. Without an adapter
- * they skip and this prints the one line that says so; under CI they must run.
+ * the CLI's webgpu training tests, which read the answer with `inject('webgpu')`.
  */
-import type { TestProject } from 'vitest/node';
+import { webgpuGlobalSetup } from '@patchflow/test-fixtures';
 import { webgpuBackend } from '@patchflow/backend-gpu';
 
 declare module 'vitest' {
@@ -12,13 +11,4 @@ declare module 'vitest' {
   }
 }
 
-export default async function setup(project: TestProject): Promise<void> {
-  const a = await webgpuBackend.checkAvailability();
-  project.provide('webgpu', a.ok ? { ok: true } : { ok: false, reason: a.reason });
-  if (!a.ok) {
-    process.stderr.write(
-      `[@patchflow/cli] WebGPU training tests skipped: ${a.reason}. To run them, install Mesa's lavapipe: ` +
-        'bash .ci/run lavapipe (as root, or with sudo)\n',
-    );
-  }
-}
+export default webgpuGlobalSetup('@patchflow/cli', () => webgpuBackend.checkAvailability());

@@ -3,12 +3,11 @@
  * over dist/: build first) on a tiny model and corpus; the result must be an ordinary checkpoint
  * that `eval` and `generate` read without knowing about patches.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { runCliSync, tempDir, whaleText } from '@patchflow/test-fixtures';
 
 vi.setConfig({ testTimeout: 60_000 });
 
@@ -19,18 +18,12 @@ let tmp = '';
 let corpus = '';
 const p = (...parts: string[]) => path.join(tmp, ...parts);
 
-function cli(args: string[]) {
-  const env = { ...process.env };
-  delete env.PATCHFLOW_DEBUG;
-  delete env.PATCHFLOW_BACKEND_MODULES;
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: tmp, env, encoding: 'utf8' });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (args: string[]) => runCliSync(BIN, args, tmp);
 
 beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-patch-cli-'));
+  tmp = tempDir('pf-patch-cli-');
   corpus = p('corpus.txt');
-  fs.writeFileSync(corpus, Array.from({ length: 600 }, (_, i) => `line ${i}: the whale swam ${i % 7} miles east and ${(i * 3) % 11} west.\n`).join(''));
+  fs.writeFileSync(corpus, whaleText(600));
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 

@@ -4,12 +4,11 @@
  * --patch-size, that the result is an ordinary checkpoint, and that every bad input is one line on
  * stderr with exit code 2 before any training step.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { runCliSync, tempDir, whaleText } from '@patchflow/test-fixtures';
 
 vi.setConfig({ testTimeout: 60_000 });
 
@@ -20,20 +19,15 @@ let tmp = '';
 let corpus = '';
 const p = (...parts: string[]) => path.join(tmp, ...parts);
 
-function cli(args: string[]) {
-  const env = { ...process.env };
-  delete env.PATCHFLOW_DEBUG;
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: tmp, env, encoding: 'utf8' });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (args: string[]) => runCliSync(BIN, args, tmp);
 
 type Metric = { type: string; step: number; phase?: string; density?: number; nonzeroParams?: number; valLoss?: number; flops?: number };
 const metrics = (dir: string) => fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Metric);
 
 beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-sparsity-cli-'));
+  tmp = tempDir('pf-sparsity-cli-');
   corpus = p('corpus.txt');
-  fs.writeFileSync(corpus, Array.from({ length: 600 }, (_, i) => `line ${i}: the whale swam ${i % 7} miles east and ${(i * 3) % 11} west.\n`).join(''));
+  fs.writeFileSync(corpus, whaleText(600));
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 

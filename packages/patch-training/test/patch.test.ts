@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { tf, useBackend, crossEntropy } from '@patchflow/tensor';
+import { tinyConfigWith, whaleCorpus } from '@patchflow/test-fixtures';
 import {
   train,
   resolveConfig,
@@ -28,21 +29,9 @@ import {
   describePlan,
 } from '../src/index.js';
 
-const text = Array.from({ length: 400 }, (_, i) => `line ${i}: the whale swam ${i % 7} miles east and ${(i * 3) % 11} west.\n`).join('');
-const corpus = { name: 'synthetic', text };
-const tinyConfig = (over: Record<string, unknown> = {}) =>
-  resolveConfig(
-    {
-      model: { nLayer: 1, nHead: 2, dModel: 16, seqLen: 16 },
-      batchSize: 4,
-      steps: 12,
-      evalEvery: 0,
-      evalBatches: 2,
-      checkpointEvery: 0,
-      optim: { lr: 3e-3, warmupSteps: 2 },
-    },
-    over,
-  );
+const text = whaleCorpus.text;
+const corpus = whaleCorpus;
+const tinyConfig = tinyConfigWith(resolveConfig);
 const stepEvents = (events: TrainEvent[]) => events.filter((e): e is Extract<TrainEvent, { type: 'step' }> => e.type === 'step');
 
 describe('options', () => {

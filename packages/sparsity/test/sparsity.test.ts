@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it, expect } from 'vitest';
 import { hasFusedKernel, useBackend } from '@patchflow/tensor';
+import { tempDir, tinyConfigWith, whaleCorpus } from '@patchflow/test-fixtures';
 import { train, resolveConfig, PluginError, finalizeModelConfig, paramSpecs, type TrainEvent, type TrainResult, type TrainerPlugin } from '@patchflow/trainer';
 import { patchTraining } from '@patchflow/patch-training';
 import {
@@ -23,22 +23,10 @@ import {
   type SparsityOptions,
 } from '../src/index.js';
 
-const text = Array.from({ length: 400 }, (_, i) => `line ${i}: the whale swam ${i % 7} miles east and ${(i * 3) % 11} west.\n`).join('');
-const corpus = { name: 'synthetic', text };
-const tinyConfig = (over: Record<string, unknown> = {}) =>
-  resolveConfig(
-    {
-      model: { nLayer: 2, nHead: 2, dModel: 32, seqLen: 16 },
-      batchSize: 4,
-      steps: 12,
-      evalEvery: 0,
-      evalBatches: 2,
-      checkpointEvery: 0,
-      optim: { lr: 3e-3, warmupSteps: 2 },
-    },
-    over,
-  );
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'pf-sparsity-'));
+const text = whaleCorpus.text;
+const corpus = whaleCorpus;
+const tinyConfig = tinyConfigWith(resolveConfig, { model: { nLayer: 2, dModel: 32 } });
+const tmp = () => tempDir('pf-sparsity-');
 const stepEvents = (events: TrainEvent[]) => events.filter((e): e is Extract<TrainEvent, { type: 'step' }> => e.type === 'step');
 
 /** Deterministic pseudo-random values in [-1, 1). */

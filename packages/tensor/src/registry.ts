@@ -22,7 +22,7 @@ export interface BackendCapabilities {
 export type KernelSpec = Omit<tf.KernelConfig, 'backendName'>;
 
 export interface BackendPlugin {
-  /** The name users type: `--backend NAME`. */
+  /** The name users choose it by (config key `backend`). */
   name: string;
   description: string;
   /** Name under which the tfjs backend is registered (may differ from `name`). */

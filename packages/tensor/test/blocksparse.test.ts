@@ -7,54 +7,20 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import { tf, on, rand, expectClose, maxAbs } from './helpers.js';
 import { blockSparseMatMul, blockSparseMatMulComposite, hasFusedKernel, setFusedKernelsEnabled, nativeInfo, cpuBackend } from '../src/index.js';
+import { blockMask, blockSparseRef } from '@patchflow/test-fixtures';
+/** A [kb, nb] 0/1 mask with round(density · blocks) kept blocks, at seeded positions. */
+const makeMask = (kb: number, nb: number, density: number, seed: number) => blockMask(kb, nb, density, rand(kb * nb, seed));
+/** float64 references (test-fixtures: independent of ops.ts and the kernels). */
+const reference = blockSparseRef;
+
 
 beforeAll(async () => {
   await on('cpu', () => undefined);
   expect(nativeInfo().loaded, nativeInfo().reason).toBe(true);
 });
 
-/** A [kb, nb] 0/1 mask with round(density · kb · nb) kept blocks at seeded positions. */
-function makeMask(kb: number, nb: number, density: number, seed: number): Int32Array {
-  const n = kb * nb;
-  const order = Array.from(rand(n, seed), (v, i) => [v, i] as const)
-    .sort((a, b) => a[0] - b[0])
-    .map(([, i]) => i);
-  const mask = new Int32Array(n);
-  for (const i of order.slice(0, Math.round(density * n))) mask[i] = 1;
-  return mask;
-}
 
-const keptAt = (mask: Int32Array, n: number, b: number) => (r: number, c: number) => mask[Math.floor(r / b) * (n / b) + Math.floor(c / b)] !== 0;
 
-/** float64 references (independent of ops.ts and the kernels); row-major flat arrays. */
-function reference(x: Float32Array, w: Float32Array, mask: Int32Array, dy: Float32Array, m: number, k: number, n: number, b: number) {
-  const kept = keptAt(mask, n, b);
-  const wm = new Float64Array(k * n);
-  for (let r = 0; r < k; r++) for (let c = 0; c < n; c++) wm[r * n + c] = kept(r, c) ? w[r * n + c]! : 0;
-  const y = new Float64Array(m * n);
-  const dx = new Float64Array(m * k);
-  const dw = new Float64Array(k * n);
-  for (let i = 0; i < m; i++)
-    for (let c = 0; c < n; c++) {
-      let s = 0;
-      for (let p = 0; p < k; p++) s += x[i * k + p]! * wm[p * n + c]!;
-      y[i * n + c] = s;
-    }
-  for (let i = 0; i < m; i++)
-    for (let p = 0; p < k; p++) {
-      let s = 0;
-      for (let c = 0; c < n; c++) s += dy[i * n + c]! * wm[p * n + c]!;
-      dx[i * k + p] = s;
-    }
-  for (let p = 0; p < k; p++)
-    for (let c = 0; c < n; c++) {
-      if (!kept(p, c)) continue;
-      let s = 0;
-      for (let i = 0; i < m; i++) s += x[i * k + p]! * dy[i * n + c]!;
-      dw[p * n + c] = s;
-    }
-  return { y, dx, dw };
-}
 
 /**
  * fp32 closeness for a sum of `red` products: elementwise within tol · max|want| (tol = 1e-5·√red),
@@ -99,7 +65,7 @@ async function check(m: number, k: number, n: number, b: number, density: number
   const wv = rand(k * n, seed + 1);
   const rv = rand(m * n, seed + 2);
   const maskv = makeMask(k / b, n / b, density, seed + 3);
-  const kept = keptAt(maskv, n, b);
+  const kept = (r: number, c: number) => maskv[Math.floor(r / b) * (n / b) + Math.floor(c / b)] !== 0;
   const wPoisoned = Float32Array.from(wv, (v, i) => (kept(Math.floor(i / n), i % n) ? v : NaN));
   const ref = reference(xv, wv, maskv, rv, m, k, n, b);
 

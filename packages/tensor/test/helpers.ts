@@ -2,6 +2,7 @@
 import { expect } from 'vitest';
 // ../src/index.js also registers tfjs-core's gradients (src/gradients.ts).
 import { tf, useBackend } from '../src/index.js';
+import { rand } from '@patchflow/test-fixtures';
 
 export { tf };
 
@@ -11,18 +12,8 @@ export async function on<T>(name: 'cpu' | 'tfjs-cpu', f: () => T): Promise<T> {
   return f();
 }
 
-/** Deterministic uniform values in [-scale, scale). */
-export function rand(n: number, seed: number, scale = 1): Float32Array {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13; s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
-    out[i] = ((s / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
-}
+/** Deterministic uniform values in [-scale, scale) (shared with the other packages' tests). */
+export { rand };
 
 /** Asserts |a - e| <= atol + rtol * |e| elementwise, reporting the worst element. */
 export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol = 0, what = ''): void {

@@ -41,7 +41,8 @@ export interface TrainOptions {
   /**
    * The run's plugins. Default: built from `config.plugins` by the registered plugin definitions
    * (composition.ts; on resume from the checkpoint's config), in their declared order. A backend's
-   * run plugins (e.g. rdu-sim's simulated clock) are added either way.
+   * run plugins (e.g. rdu-sim's simulated clock) are added either way, unless one of these has the
+   * same name.
    */
   plugins?: TrainerPlugin[];
   /** Run directory for checkpoints and metrics; none = keep everything in memory. */
@@ -103,7 +104,9 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     ckpt = loadTrainingCheckpoint(outDir, { backend: opts.config.backend });
     config = ckpt.state.config;
   }
-  const plugins = [...(opts.plugins ?? pluginsFromConfig(config)), ...runPluginsFor(config)];
+  const own = opts.plugins ?? pluginsFromConfig(config);
+  // a backend's run plugin yields to one of the same name the caller brought (its own settings)
+  const plugins = [...own, ...runPluginsFor(config).filter((r) => !own.some((p) => p.name === r.name))];
 
   await useBackend(config.backend);
   const tokenizer = opts.tokenizer ?? loadTokenizer(config.tokenizer, ckpt?.tokenizerJson);

@@ -1,6 +1,6 @@
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
+import { suiteTempDir } from '@patchflow/test-fixtures';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import {
@@ -14,14 +14,10 @@ import {
   writeSafetensors,
 } from '../src/checkpoint.js';
 
-let tmp: string;
-beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-ckpt-'));
-});
-afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const tmpDir = suiteTempDir('pf-ckpt-');
 
 let counter = 0;
-const fresh = (name: string) => path.join(tmp, `${name}-${counter++}`);
+const fresh = (name: string) => path.join(tmpDir(), `${name}-${counter++}`);
 
 function python(): { numpy: boolean; safetensors: boolean } {
   const has = (mod: string) => spawnSync('python3', ['-c', `import ${mod}`], { encoding: 'utf8' }).status === 0;
@@ -172,7 +168,7 @@ describe('safetensors corrupt files', () => {
     });
   }
   it('missing file', () => {
-    expect(() => readSafetensors(path.join(tmp, 'nope.safetensors'))).toThrow(/nope\.safetensors: file not found/);
+    expect(() => readSafetensors(path.join(tmpDir(), 'nope.safetensors'))).toThrow(/nope\.safetensors: file not found/);
   });
 });
 
@@ -364,8 +360,8 @@ describe('checkpoint directories', () => {
     };
     const ck = (run: string, f: string) => path.join(run, 'checkpoint', f);
     const cases: [string, () => string, RegExp][] = [
-      ['directory does not exist', () => path.join(tmp, 'nowhere'), /no checkpoint at .*nowhere: the directory does not exist/],
-      ['empty run dir', () => (fs.mkdirSync(fresh('emptyrun')), path.join(tmp, `emptyrun-${counter - 1}`)), /no checkpoint in .*emptyrun.*expected .*checkpoint/],
+      ['directory does not exist', () => path.join(tmpDir(), 'nowhere'), /no checkpoint at .*nowhere: the directory does not exist/],
+      ['empty run dir', () => (fs.mkdirSync(fresh('emptyrun')), path.join(tmpDir(), `emptyrun-${counter - 1}`)), /no checkpoint in .*emptyrun.*expected .*checkpoint/],
       ['state.json not JSON', () => { const r = saved(); fs.writeFileSync(ck(r, 'state.json'), '{"step": 3,'); return r; }, /state\.json: not valid JSON/],
       ['state.json without config', () => { const r = saved(); fs.writeFileSync(ck(r, 'state.json'), '{"step": 3}'); return r; }, /state\.json: missing field "config"/],
       ['state.json without step', () => { const r = saved(); fs.writeFileSync(ck(r, 'state.json'), '{"config": {}}'); return r; }, /state\.json: missing field "step"/],

@@ -1,19 +1,15 @@
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
+import { suiteTempDir } from '@patchflow/test-fixtures';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { BatchSampler, DataError, TokenDataset, evalBatches, evalWindows, loadCorpus } from '../src/data.js';
 import { Rng } from '../src/rng.js';
 import { ByteTokenizer } from '../src/tokenizer.js';
 
-let tmp: string;
-beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-data-'));
-});
-afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const tmpDir = suiteTempDir('pf-data-');
 
 function file(rel: string, content: string): string {
-  const p = path.join(tmp, rel);
+  const p = path.join(tmpDir(), rel);
   fs.mkdirSync(path.dirname(p), { recursive: true });
   fs.writeFileSync(p, content);
   return p;
@@ -199,7 +195,7 @@ describe('loadCorpus', () => {
     file('dir/b/c.txt', 'C');
     file('dir/.hidden.txt', 'H');
     file('dir/notes.md', 'M');
-    expect(loadCorpus(path.join(tmp, 'dir'))).toEqual({ name: 'dir', text: 'A\n\nB\n\nC' });
+    expect(loadCorpus(path.join(tmpDir(), 'dir'))).toEqual({ name: 'dir', text: 'A\n\nB\n\nC' });
   });
 
   it('loads JSONL', () => {
@@ -208,10 +204,10 @@ describe('loadCorpus', () => {
   });
 
   const cases: [string, () => string, RegExp][] = [
-    ['missing path', () => path.join(tmp, 'missing.txt'), /corpus path not found: .*missing\.txt/],
+    ['missing path', () => path.join(tmpDir(), 'missing.txt'), /corpus path not found: .*missing\.txt/],
     ['empty file', () => file('empty.txt', '  \n'), /corpus .*empty\.txt is empty/],
-    ['dir without .txt', () => (file('nodocs/readme.md', 'x'), file('nodocs/.h.txt', 'x'), path.join(tmp, 'nodocs')), /no \.txt files in directory .*nodocs/],
-    ['dir of empty files', () => (file('emptydir/a.txt', ''), path.join(tmp, 'emptydir')), /is empty/],
+    ['dir without .txt', () => (file('nodocs/readme.md', 'x'), file('nodocs/.h.txt', 'x'), path.join(tmpDir(), 'nodocs')), /no \.txt files in directory .*nodocs/],
+    ['dir of empty files', () => (file('emptydir/a.txt', ''), path.join(tmpDir(), 'emptydir')), /is empty/],
     ['bad JSON line', () => file('bad.jsonl', '{"text": "ok"}\n{"text": "fine"}\n{oops\n'), /bad\.jsonl: line 3 is not valid JSON/],
     ['no text field', () => file('notext.jsonl', '{"text": "ok"}\n{"text": 5}\n'), /notext\.jsonl: line 2 has no string "text" field/],
     ['empty jsonl', () => file('blank.jsonl', '{"text": ""}\n'), /is empty/],

@@ -1,6 +1,6 @@
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
+import { suiteTempDir } from '@patchflow/test-fixtures';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import {
@@ -13,14 +13,10 @@ import {
   tokenizerFromSpec,
 } from '../src/tokenizer.js';
 
-let tmp: string;
-beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pf-tok-'));
-});
-afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const tmpDir = suiteTempDir('pf-tok-');
 
 function write(name: string, obj: unknown): string {
-  const p = path.join(tmp, name);
+  const p = path.join(tmpDir(), name);
   fs.writeFileSync(p, typeof obj === 'string' ? obj : JSON.stringify(obj));
   return p;
 }
@@ -220,7 +216,7 @@ describe('tokenizer errors', () => {
   }
   it('bad JSON and missing file', () => {
     expect(() => loadHfTokenizer(write('broken.json', '{"model": '))).toThrow(/broken\.json is not valid JSON/);
-    expect(() => loadHfTokenizer(path.join(tmp, 'nope.json'))).toThrow(/tokenizer file not found: .*nope\.json/);
+    expect(() => loadHfTokenizer(path.join(tmpDir(), 'nope.json'))).toThrow(/tokenizer file not found: .*nope\.json/);
   });
 });
 

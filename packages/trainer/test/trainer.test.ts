@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it, expect } from 'vitest';
 import { tf, useBackend } from '@patchflow/tensor';
+import { tempDir, tinyConfigWith, whaleCorpus } from '@patchflow/test-fixtures';
 import {
   train,
   resolveConfig,
@@ -22,22 +22,10 @@ import {
   type TrainerPlugin,
 } from '../src/index.js';
 
-const text = Array.from({ length: 400 }, (_, i) => `line ${i}: the whale swam ${i % 7} miles east and ${(i * 3) % 11} west.\n`).join('');
-const corpus = { name: 'synthetic', text };
-const tinyConfig = (over: Record<string, unknown> = {}) =>
-  resolveConfig(
-    {
-      model: { nLayer: 1, nHead: 2, dModel: 16, seqLen: 16 },
-      batchSize: 4,
-      steps: 6,
-      evalEvery: 0,
-      evalBatches: 2,
-      checkpointEvery: 0,
-      optim: { lr: 3e-3, warmupSteps: 2 },
-    },
-    over,
-  );
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'pf-trainer-'));
+const text = whaleCorpus.text;
+const corpus = whaleCorpus;
+const tinyConfig = tinyConfigWith(resolveConfig, { steps: 6 });
+const tmp = () => tempDir('pf-trainer-');
 const stepLosses = (events: TrainEvent[]) => events.filter((e) => e.type === 'step').map((e) => [e.step, (e as { loss: number }).loss] as const);
 
 describe('train', () => {
