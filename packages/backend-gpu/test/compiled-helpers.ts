@@ -1,0 +1,118 @@
+/// <reference types="@webgpu/types" />
+/**
+ * Shared pieces of the compiled-kernel tests: one WebGPU device per test file (Dawn from the `webgpu`
+ * package; lavapipe in CI), a runner in poison mode, seeded random data, and float64 comparison.
+ * When no adapter exists the files skip with one line, except under CI, where they fail.
+ */
+import { expect } from 'vitest';
+import { KernelRunner, upload, readF32, readI32 } from '../src/compiled/index.js';
+
+export const IN_CI = !!process.env.CI && !/^(0|false|no)$/i.test(process.env.CI);
+
+export interface Gpu {
+  device: GPUDevice;
+  runner: KernelRunner;
+  f16: boolean;
+}
+
+let keptGpu: GPU | undefined;
+
+/** A device with the adapter's highest compute limits (and shader-f16 when present), or null (skip). */
+export async function compiledGpu(): Promise<Gpu | null> {
+  process.env.XDG_RUNTIME_DIR ??= '/tmp';
+  let reason: string;
+  try {
+    const { create, globals } = (await import('webgpu')) as { create: (f: string[]) => GPU; globals: Record<string, unknown> };
+    const g = globalThis as Record<string, unknown>;
+    for (const [k, v] of Object.entries(globals)) if (!(k in g)) g[k] = v;
+    // keep the GPU instance referenced: if it is garbage-collected, Dawn tears down under the device
+    keptGpu = create([]);
+    const adapter = await keptGpu.requestAdapter();
+    if (adapter) {
+      const l = adapter.limits;
+      const f16 = adapter.features.has('shader-f16');
+      const device = await adapter.requestDevice({
+        requiredFeatures: f16 ? ['shader-f16'] : [],
+        requiredLimits: {
+          maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+          maxBufferSize: l.maxBufferSize,
+          maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+          maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+          maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+          maxComputeWorkgroupSizeY: l.maxComputeWorkgroupSizeY,
+          maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+        },
+      });
+      device.addEventListener('uncapturederror', (e) => console.error('[compiled] uncaptured WebGPU error:', (e as GPUUncapturedErrorEvent).error.message));
+      return { device, runner: new KernelRunner(device, { poison: true }), f16 };
+    }
+    reason = 'no WebGPU adapter';
+  } catch (e) {
+    reason = e instanceof Error ? e.message : String(e);
+  }
+  if (IN_CI) throw new Error(`compiled-kernel tests need a WebGPU adapter under CI: ${reason}`);
+  console.warn(`[backend-gpu] skipping compiled-kernel tests: ${reason}`);
+  return null;
+}
+
+/** mulberry32: deterministic uniform [0, 1). */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** n normal samples (Box-Muller) times `scale`, as float32. */
+export function randn(n: number, seed: number, scale = 1): Float32Array {
+  const u = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = scale * Math.sqrt(-2 * Math.log(u() + 1e-12)) * Math.cos(2 * Math.PI * u());
+  return out;
+}
+
+/** n uniform integers in [0, max). */
+export function randInt(n: number, seed: number, max: number): Int32Array {
+  const u = rng(seed);
+  return Int32Array.from({ length: n }, () => Math.floor(u() * max));
+}
+
+/**
+ * |got − want| ≤ atol + rtol·|want| everywhere (NaN in got fails: poison shows unwritten elements),
+ * and the reference is not all zeros (so the test can fail).
+ */
+export function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: string, atol: number, rtol = 0): void {
+  expect(got.length, `${what}: length`).toBe(want.length);
+  let worst = -1;
+  let worstExcess = 0;
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i]!;
+    const w = want[i]!;
+    const excess = Number.isNaN(g) || Number.isNaN(w) ? Infinity : Math.abs(g - w) - (atol + rtol * Math.abs(w));
+    if (excess > worstExcess) {
+      worst = i;
+      worstExcess = excess;
+      if (excess === Infinity) break;
+    }
+  }
+  if (worst >= 0) expect.fail(`${what}: element ${worst} of ${want.length}: got ${got[worst]}, want ${want[worst]} (atol ${atol}, rtol ${rtol})`);
+  if (want.length > 1) {
+    let nz = false;
+    for (let i = 0; i < want.length && !nz; i++) nz = want[i] !== 0;
+    expect(nz, `${what}: the reference is all zeros, the test proves nothing`).toBe(true);
+  }
+}
+
+export { upload, readF32, readI32 };
+
+/** A float64 gelu (tanh form, as @patchflow/tensor ops.ts) and its derivative. */
+export const GELU_C = Math.sqrt(2 / Math.PI);
+export const gelu = (x: number) => 0.5 * x * (1 + Math.tanh(GELU_C * (x + 0.044715 * x ** 3)));
+export const geluGrad = (x: number) => {
+  const t = Math.tanh(GELU_C * (x + 0.044715 * x ** 3));
+  return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x);
+};
