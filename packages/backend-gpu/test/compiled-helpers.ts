@@ -31,8 +31,9 @@ export async function compiledGpu(): Promise<Gpu | null> {
     if (adapter) {
       const l = adapter.limits;
       const f16 = adapter.features.has('shader-f16');
+      const features = (['shader-f16', 'timestamp-query'] as const).filter((f) => adapter.features.has(f));
       const device = await adapter.requestDevice({
-        requiredFeatures: f16 ? ['shader-f16'] : [],
+        requiredFeatures: features,
         requiredLimits: {
           maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
           maxBufferSize: l.maxBufferSize,

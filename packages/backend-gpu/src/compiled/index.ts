@@ -12,3 +12,4 @@ export * from './embedding.js';
 export * from './attention.js';
 export * from './blocksparse.js';
 export * from './optimizer.js';
+export * from './bench.js';
