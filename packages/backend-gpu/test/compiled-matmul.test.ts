@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { matmul, colSum, createBuffer, toF16Bits, fromF16Bits, type MatmulParams, type TileConfig } from '../src/compiled/index.js';
-import { compiledGpu, randn, expectClose, upload, readF32, gelu, geluGrad } from './compiled-helpers.js';
+import { compiledGpu, randn, expectClose, upload, readF32, gelu, geluGrad, guarded, readGuarded } from './compiled-helpers.js';
 
 const gpu = await compiledGpu();
 
@@ -65,14 +65,15 @@ async function check(p: MatmulParams, seed = 1) {
     x.forEach((v, i) => (h[i] = toF16Bits(v)));
     return h;
   };
-  const bufs: Record<string, GPUBuffer> = {
-    A: upload(device, f16 ? asF16(A) : A),
-    B: upload(device, f16 ? asF16(B) : B),
-    bias: upload(device, bias),
-    R: upload(device, R),
-    F: upload(device, F),
-    C: p.accumulate ? upload(device, C0) : createBuffer(device, nC * 4),
-    pre: createBuffer(device, nC * 4),
+  // every operand bound as a sub-range between NaN guards (see guarded)
+  const bufs = {
+    A: guarded(device, f16 ? asF16(A) : A),
+    B: guarded(device, f16 ? asF16(B) : B),
+    bias: guarded(device, bias),
+    R: guarded(device, R),
+    F: guarded(device, F),
+    C: guarded(device, p.accumulate ? C0 : nC),
+    pre: guarded(device, nC),
   };
   await runner.run([spec, bufs]);
   const want = reference(p, A, B, { bias, R, F, C0 });
@@ -81,10 +82,10 @@ async function check(p: MatmulParams, seed = 1) {
   const atol = 1e-5 * p.k + 1e-5;
   // only the elements of the batches' C blocks (strides may leave gaps the kernel must not touch)
   const written = (x: ArrayLike<number>) => Array.from({ length: batch }, (_, z) => Array.from(x).slice(z * sC, z * sC + p.m * p.n)).flat();
-  const got = await readF32(device, bufs.C!, nC);
+  const got = await readGuarded(device, bufs.C, nC);
   expectClose(written(got), written(want.C), spec.label, atol, 1e-5);
-  if (p.gelu === 'both') expectClose(written(await readF32(device, bufs.pre!, nC)), written(want.pre), `${spec.label} pre`, atol, 1e-5);
-  Object.values(bufs).forEach((b) => b.destroy());
+  if (p.gelu === 'both') expectClose(written(await readGuarded(device, bufs.pre, nC)), written(want.pre), `${spec.label} pre`, atol, 1e-5);
+  Object.values(bufs).forEach((b) => b.buffer.destroy());
 }
 
 const SMALL: TileConfig = { bm: 32, bn: 32, bk: 8, tm: 4, tn: 4 };

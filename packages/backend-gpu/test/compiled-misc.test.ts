@@ -18,6 +18,7 @@ import {
   scale,
   createBuffer,
   uploadUniform,
+  withWritableInputs,
 } from '../src/compiled/index.js';
 import { compiledGpu, randn, randInt, expectClose, upload, readF32 } from './compiled-helpers.js';
 
@@ -241,5 +242,21 @@ describe.skipIf(!gpu)('compiled elementwise helpers', () => {
     const got = await readF32(device, bufs.out, n);
     expect(got[n - 2]).toBe(2.5);
     expect(got[n - 1]).toBe(a[n - 1]); // only n - 1 elements were filled
+  });
+
+  it('withWritableInputs: inputs and output as disjoint ranges of one arena buffer', async () => {
+    const { device, runner } = gpu!;
+    const n = 300; // 1200 bytes: ranges at 0, 1280, 2560 (256-byte aligned)
+    const arena = new Float32Array(3 * 320);
+    const a = randn(n, 83);
+    const b = randn(n, 84);
+    arena.set(a, 0);
+    arena.set(b, 320);
+    const buf = upload(device, arena);
+    const spec = withWritableInputs(add({ n }));
+    expect(spec.bindings.every((x) => x.access === 'read_write')).toBe(true);
+    expect(spec.key).not.toBe(add({ n }).key);
+    await runner.run([spec, [{ buffer: buf, offset: 0, size: n * 4 }, { buffer: buf, offset: 1280, size: n * 4 }, { buffer: buf, offset: 2560, size: n * 4 }]]);
+    expectClose(await readF32(device, buf, n, 2560), Array.from(a, (x, i) => x + b[i]!), 'arena add', 1e-6, 1e-6);
   });
 });

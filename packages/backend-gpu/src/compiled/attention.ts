@@ -39,8 +39,11 @@ function shape(p: AttentionParams) {
   const H = dim('attention heads', p.heads);
   const HD = dim('attention headDim', p.headDim);
   const D = H * HD;
-  // K/V (or Q/dO) tile rows staged in workgroup memory: two tiles of TILE·hd f32 take 16 KiB at most.
-  const TILE = Math.max(4, Math.min(32, Math.floor(2048 / HD)));
+  // K/V (or Q/dO) tile rows staged in workgroup memory: two tiles of TILE·hd f32 plus 2·TILE f32 fit
+  // WebGPU's default 16 KiB. TILE ≤ 16 also keeps lavapipe's LLVM from unrolling itself into minutes
+  // of compile time (TILE 32 at hd 32 took over two minutes there; so did vec4 rows at hd 64).
+  let TILE = 16;
+  while (TILE > 1 && TILE * (2 * HD + 2) * 4 > 16384) TILE /= 2;
   return { B, T, H, HD, D, TILE, scale: p.scale ?? 1 / Math.sqrt(HD) };
 }
 

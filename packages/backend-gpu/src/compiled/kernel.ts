@@ -21,8 +21,6 @@ export interface BindingSpec {
    * and for outputs the kernel updates (accumulate, in-place).
    */
   overwrite?: boolean;
-  /** Bytes the kernel reads or writes from the start of the binding (the minimum range to bind). */
-  bytes?: number;
 }
 
 export interface KernelSpec {
@@ -98,6 +96,25 @@ export function makeKernel(o: {
     ...(o.flops !== undefined ? { flops: o.flops } : {}),
     ...(o.bytes !== undefined ? { bytes: o.bytes } : {}),
   };
+}
+
+/**
+ * The same kernel with every 'read' storage binding declared read_write. WebGPU forbids binding one
+ * GPUBuffer both read-only and writable in a dispatch, even as disjoint ranges; writable bindings of
+ * one buffer may coexist as long as their ranges do not overlap. An executor that keeps inputs and
+ * outputs of a kernel in one arena buffer binds this variant instead.
+ */
+export function withWritableInputs(spec: KernelSpec): KernelSpec {
+  let code = spec.code;
+  spec.bindings.forEach((b, i) => {
+    if (b.access !== 'read') return;
+    const from = `@group(0) @binding(${i}) var<storage, read> `;
+    if (!code.includes(from)) throw new Error(`withWritableInputs: binding ${i} (${b.name}) not declared as expected`);
+    code = code.replace(from, `@group(0) @binding(${i}) var<storage, read_write> `);
+  });
+  const bindings = spec.bindings.map((b) => (b.access === 'read' ? { ...b, access: 'read_write' as const } : b));
+  const sig = bindings.map((b) => b.access).join(',');
+  return { ...spec, code, bindings, key: `${spec.entryPoint}:${hash53(code)}:${hash53(code, 7)}:${sig}`, label: `${spec.label} (writable inputs)` };
 }
 
 /** Checks that `v` is a positive integer (shape dimensions are compile-time constants). */

@@ -1,0 +1,76 @@
+/**
+ * On the device's GPU through WebGPU (Dawn): autotunes the compiled-step matmul (packages/backend-gpu
+ * src/compiled) over its tile candidates at 4096³ and at a GPT-2-small training step's shapes
+ * (B·T = 8192 rows, d = 768, all three products of each projection), f32 and f16 inputs, and prints
+ * one JSON document (every row, plus the best config per shape).
+ *   npx esbuild tools/device/compiled_matmul.ts --bundle --platform=node --format=esm --target=node20 \
+ *     --external:webgpu --outfile=.device-build/compiled_matmul.mjs
+ *   ../shared/device/pack.sh .device-build/compiled_matmul.mjs node_modules/webgpu
+ *   device: source .device/setup.sh && export VK_DRIVER_FILES=<an ICD json with library_path libEGL_nvidia.so.0> &&
+ *     cd .device/app && node .device-build/compiled_matmul.mjs > $OUT/compiled_matmul.json
+ * Flags: the device runs without robustness (the kernels never access memory outside their bindings)
+ * and with timestamp queries; the adapter's maximum compute limits are requested so configs above
+ * WebGPU's defaults (bk 16 at 128×128, 512+ invocations) can be timed.
+ */
+import { create, globals } from 'webgpu';
+import { autotune, TILE_CANDIDATES, type BenchShape, type TileConfig } from '../../packages/backend-gpu/src/compiled/index.js';
+
+Object.assign(globalThis, globals);
+const gpu = create(['enable-dawn-features=allow_unsafe_apis,disable_robustness']);
+const log = (s: string) => process.stderr.write(s + '\n');
+
+const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+if (!adapter) throw new Error('no WebGPU adapter');
+const l = adapter.limits;
+const features = (['timestamp-query', 'shader-f16'] as const).filter((f) => adapter.features.has(f));
+const device = await adapter.requestDevice({
+  requiredFeatures: features,
+  requiredLimits: {
+    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+    maxBufferSize: l.maxBufferSize,
+    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+  },
+});
+log(`adapter: ${JSON.stringify({ vendor: adapter.info.vendor, architecture: adapter.info.architecture, description: adapter.info.description, features })}`);
+
+const R = 8192;
+const d = 768;
+const gptShapes: BenchShape[] = [
+  // forward x·W (NN), dX = dY·Wᵀ (NT), dW = Xᵀ·dY (TN) for qkv, fc, mlp proj
+  { m: R, n: 3 * d, k: d },
+  { m: R, n: d, k: 3 * d, transB: true },
+  { m: d, n: 3 * d, k: R, transA: true },
+  { m: R, n: 4 * d, k: d },
+  { m: R, n: d, k: 4 * d, transB: true },
+  { m: 4 * d, n: d, k: R, transA: true },
+  { m: R, n: d, k: 4 * d },
+];
+const shapes: BenchShape[] = [{ m: 4096, n: 4096, k: 4096 }, ...gptShapes];
+if (features.includes('shader-f16')) shapes.push({ m: 4096, n: 4096, k: 4096, dtype: 'f16' }, { m: R, n: 4 * d, k: d, dtype: 'f16' });
+
+// the candidates plus a few larger register blocks
+const configs: TileConfig[] = [
+  ...TILE_CANDIDATES,
+  { bm: 128, bn: 128, bk: 16, tm: 8, tn: 4 },
+  { bm: 128, bn: 256, bk: 8, tm: 8, tn: 8 },
+  { bm: 64, bn: 256, bk: 8, tm: 8, tn: 8 },
+  { bm: 128, bn: 64, bk: 16, tm: 8, tn: 8 },
+];
+
+const t0 = performance.now();
+const best = await autotune(device, { shapes, configs, reps: 20, warmup: 3, log });
+log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+process.stdout.write(
+  JSON.stringify(
+    {
+      adapter: { vendor: adapter.info.vendor, architecture: adapter.info.architecture, description: adapter.info.description },
+      best: best.map((b) => ({ shape: b.shape, tile: b.tile, tflops: b.tflops })),
+      rows: best.flatMap((b) => b.rows),
+    },
+    null,
+    1,
+  ) + '\n',
+);
+process.exit(0);
