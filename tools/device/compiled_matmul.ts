@@ -8,15 +8,15 @@
  *   ../shared/device/pack.sh .device-build/compiled_matmul.mjs node_modules/webgpu
  *   device: source .device/setup.sh && export VK_DRIVER_FILES=<an ICD json with library_path libEGL_nvidia.so.0> &&
  *     cd .device/app && node .device-build/compiled_matmul.mjs > $OUT/compiled_matmul.json
- * Flags: the device runs without robustness (the kernels never access memory outside their bindings)
- * and with timestamp queries; the adapter's maximum compute limits are requested so configs above
+ * Flags: the device runs without robustness and workgroup zero-init (the kernels never access memory
+ * outside their bindings nor read workgroup memory they did not write) and with unquantized timestamps; the adapter's maximum compute limits are requested so configs above
  * WebGPU's defaults (bk 16 at 128×128, 512+ invocations) can be timed.
  */
 import { create, globals } from 'webgpu';
 import { autotune, TILE_CANDIDATES, type BenchShape, type TileConfig } from '../../packages/backend-gpu/src/compiled/index.js';
 
 Object.assign(globalThis, globals);
-const gpu = create(['enable-dawn-features=allow_unsafe_apis,disable_robustness']);
+const gpu = create(['enable-dawn-features=allow_unsafe_apis,disable_robustness,disable_workgroup_init', 'disable-dawn-features=timestamp_quantization']);
 const log = (s: string) => process.stderr.write(s + '\n');
 
 const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
@@ -46,6 +46,9 @@ const gptShapes: BenchShape[] = [
   { m: R, n: d, k: 4 * d, transB: true },
   { m: 4 * d, n: d, k: R, transA: true },
   { m: R, n: d, k: 4 * d },
+  // the split-K partial products of the d×d and d×4d weight gradients (matmulSplitK's first kernel)
+  { m: d, n: d, k: R / 8, transA: true, batch: 8 },
+  { m: 4 * d, n: d, k: R / 4, transA: true, batch: 4 },
 ];
 const shapes: BenchShape[] = [{ m: 4096, n: 4096, k: 4096 }, ...gptShapes];
 if (features.includes('shader-f16')) shapes.push({ m: 4096, n: 4096, k: 4096, dtype: 'f16' }, { m: R, n: 4 * d, k: d, dtype: 'f16' });

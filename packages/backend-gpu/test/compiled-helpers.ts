@@ -26,9 +26,9 @@ export async function compiledGpu(): Promise<Gpu | null> {
     const g = globalThis as Record<string, unknown>;
     for (const [k, v] of Object.entries(globals)) if (!(k in g)) g[k] = v;
     // keep the GPU instance referenced: if it is garbage-collected, Dawn tears down under the device.
-    // Robustness (bounds clamping) is off: the kernels must not rely on it, and guard regions around
-    // bound ranges (guarded() below) catch reads or writes outside them.
-    keptGpu = create(['enable-dawn-features=allow_unsafe_apis,disable_robustness']);
+    // Robustness (bounds clamping) and workgroup-memory zero-init are off: the kernels must not rely
+    // on either, and guard regions around bound ranges (guarded() below) catch accesses outside them.
+    keptGpu = create(['enable-dawn-features=allow_unsafe_apis,disable_robustness,disable_workgroup_init']);
     const adapter = await keptGpu.requestAdapter();
     if (adapter) {
       const l = adapter.limits;

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { matmul, colSum, createBuffer, toF16Bits, fromF16Bits, type MatmulParams, type TileConfig } from '../src/compiled/index.js';
+import { matmul, matmulSplitK, colSum, createBuffer, toF16Bits, fromF16Bits, type MatmulParams, type TileConfig } from '../src/compiled/index.js';
 import { compiledGpu, randn, expectClose, upload, readF32, gelu, geluGrad, guarded, readGuarded } from './compiled-helpers.js';
 
 const gpu = await compiledGpu();
@@ -152,6 +152,29 @@ describe.skipIf(!gpu)('compiled matmul (float64 reference)', () => {
   it('equal code gives equal keys, different code different keys', () => {
     expect(matmul({ m: 8, n: 8, k: 8 }).key).toBe(matmul({ m: 8, n: 8, k: 8 }).key);
     expect(matmul({ m: 8, n: 8, k: 8 }).key).not.toBe(matmul({ m: 8, n: 8, k: 9 }).key);
+  });
+});
+
+describe.skipIf(!gpu)('compiled matmulSplitK (weight gradient)', () => {
+  it('C += Aᵀ·B over 4 K chunks (40x36 over K = 96) vs float64', async () => {
+    const { device, runner } = gpu!;
+    const [M, N, K, S] = [40, 36, 96, 4];
+    const A = randn(K * M, 91);
+    const B = randn(K * N, 92);
+    const C0 = randn(M * N, 93);
+    const sk = matmulSplitK({ m: M, n: N, k: K, splits: S, accumulate: true, tile: SMALL });
+    const bufs = { A: guarded(device, A), B: guarded(device, B), part: guarded(device, sk.scratchFloats), C: guarded(device, C0) };
+    await runner.run([sk.partial, [bufs.A, bufs.B, bufs.part]], [sk.reduce, [bufs.part, bufs.C]]);
+    const want = new Float64Array(M * N);
+    for (let i = 0; i < M; i++) {
+      for (let j = 0; j < N; j++) {
+        let s = C0[i * N + j]!;
+        for (let l = 0; l < K; l++) s += A[l * M + i]! * B[l * N + j]!;
+        want[i * N + j] = s;
+      }
+    }
+    expectClose(await readGuarded(device, bufs.C, M * N), want, 'splitK', 1e-5 * K, 1e-5);
+    expect(() => matmulSplitK({ m: 4, n: 4, k: 10, splits: 4 })).toThrow(/divide/);
   });
 });
 

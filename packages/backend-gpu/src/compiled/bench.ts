@@ -7,9 +7,11 @@
  * memory, a compile or validation error) is reported as skipped, never thrown.
  *
  * For timings close to the hardware, create the device with the 'timestamp-query' feature and Dawn's
- * unsafe mode without robustness (bounds clamping), which every compiled kernel is written to tolerate:
- *   create(['enable-dawn-features=allow_unsafe_apis,disable_robustness'])
- * Dawn may quantize timestamps (to 100 µs in browsers); keep reps · kernel time well above that.
+ * unsafe mode without robustness (bounds clamping) or workgroup zero-init, which every compiled kernel
+ * is written to tolerate, and without timestamp quantization:
+ *   create(['enable-dawn-features=allow_unsafe_apis,disable_robustness,disable_workgroup_init',
+ *           'disable-dawn-features=timestamp_quantization'])
+ * Where timestamps are quantized (browsers: 100 µs), keep reps · kernel time well above that.
  */
 import { matmul, checkTile, tileSharedBytes, tileThreads, TILE_CANDIDATES, type MatmulDtype, type TileConfig } from './matmul.js';
 import { KernelRunner, settle } from './runner.js';

@@ -19,6 +19,11 @@
  * but never stored) and only the K tail tile (K % BK != 0) zero-fills out-of-range k; stores are guarded.
  * dtype 'f16' reads A and B as f16 (`enable f16;`, device feature 'shader-f16') and accumulates in f32.
  *
+ * matmulSplitK (weight gradients, C [M,N] (+)= Aᵀ·B with A [K,M], B [K,N] and K ≫ M, N): the K rows
+ * are cut into `splits` contiguous chunks, each a batch of the same kernel writing its partial product
+ * to scratch, then the partials are added in chunk order (deterministic) into C. This gives a skinny
+ * product (e.g. 768×768 over K = 8192 rows) enough workgroups to fill a large GPU.
+ *
  * colSum: out[n] (+)= Σ_m X[m, n] over X [M, N], deterministic: stage 1 sums fixed chunks of rows per
  * workgroup into partial[chunk, n] (fixed order within a chunk), stage 2 adds the chunks in order.
  */
@@ -402,6 +407,67 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
     flops: 2 * M * N * K * batch,
     bytes: batch * ((M * K + K * N) * eb + M * N * 4 * (1 + (p.residual ? 1 : 0) + (p.geluBackward ? 1 : 0) + (p.accumulate ? 1 : 0) + (gelu === 'both' ? 1 : 0))),
   });
+}
+
+export interface SplitKParams {
+  /** Rows of C (columns of the stored A [K, M]). */
+  m: number;
+  /** Columns of C and of B [K, N]. */
+  n: number;
+  k: number;
+  /** K chunks (must divide k). */
+  splits: number;
+  /** C += instead of C =. */
+  accumulate?: boolean;
+  tile?: TileConfig;
+  dtype?: MatmulDtype;
+}
+
+/**
+ * C (+)= Aᵀ·B in `splits` K chunks. Run `partial` (bindings A, B, C = the scratch of `scratchFloats`
+ * floats) then `reduce` (bindings partial = that scratch, C).
+ */
+export function matmulSplitK(p: SplitKParams): { partial: KernelSpec; reduce: KernelSpec; scratchFloats: number } {
+  const M = dim('matmulSplitK m', p.m);
+  const N = dim('matmulSplitK n', p.n);
+  const K = dim('matmulSplitK k', p.k);
+  const S = dim('matmulSplitK splits', p.splits);
+  if (K % S) throw new Error(`matmulSplitK: ${S} splits do not divide k = ${K}`);
+  const kc = K / S;
+  const partial = matmul({
+    m: M,
+    n: N,
+    k: kc,
+    transA: true,
+    batch: S,
+    strideA: kc * M,
+    strideB: kc * N,
+    strideC: M * N,
+    ...(p.tile ? { tile: p.tile } : { tile: defaultTile(M, N, S) }),
+    ...(p.dtype ? { dtype: p.dtype } : {}),
+  });
+  const total = M * N;
+  const wg = cdiv(total, 256);
+  const gx = Math.min(wg, 65535);
+  const reduce = makeKernel({
+    label: `matmulSplitK reduce ${S}x${M}x${N}${p.accumulate ? ' +=' : ''}`,
+    bindings: [
+      { name: 'partial', access: 'read' },
+      { name: 'C', access: 'read_write', overwrite: !p.accumulate },
+    ],
+    types: { partial: 'array<f32>', C: 'array<f32>' },
+    workgroups: [gx, cdiv(wg, gx), 1],
+    body: `@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) lid : u32) {
+  let i = (wid.y * ${gx}u + wid.x) * 256u + lid;
+  if (i >= ${total}u) { return; }
+  var s = ${p.accumulate ? 'C[i]' : '0.0'};
+  for (var z = 0u; z < ${S}u; z = z + 1u) { s = s + partial[z * ${total}u + i]; }
+  C[i] = s;
+}`,
+    bytes: (S + 1 + (p.accumulate ? 1 : 0)) * total * 4,
+  });
+  return { partial, reduce, scratchFloats: S * total };
 }
 
 export interface ColSumParams {
