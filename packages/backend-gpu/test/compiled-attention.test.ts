@@ -59,6 +59,32 @@ function attnRef(qkv: ArrayLike<number>, p: AttentionParams, dout?: ArrayLike<nu
   return { out, lse, dqkv };
 }
 
+/**
+ * float64 rotary on qkv [B·T, 3d] written the way model.ts does it, x·cos + rotate_half(x)·sin on q
+ * and k, v copied; sign −1 gives the transposed rotation (the backward).
+ */
+function rot(x: ArrayLike<number>, sign: number, B: number, T: number, H: number, HD: number): Float64Array<ArrayBuffer> {
+  const D = H * HD;
+  const half = HD / 2;
+  const out = new Float64Array(x.length);
+  for (let row = 0; row < B * T; row++) {
+    const t = row % T;
+    for (let c = 0; c < 3 * D; c++) {
+      const part = Math.floor(c / D);
+      const hc = c % HD;
+      const i = hc % half;
+      const ang = t / Math.pow(10000, (2 * i) / HD);
+      const xi = x[row * 3 * D + c]!;
+      if (part === 2) out[row * 3 * D + c] = xi;
+      else {
+        const other = hc < half ? -x[row * 3 * D + c + half]! : x[row * 3 * D + c - half]!;
+        out[row * 3 * D + c] = xi * Math.cos(ang) + other * sign * Math.sin(ang);
+      }
+    }
+  }
+  return out;
+}
+
 async function checkAttention(p: AttentionParams, seed: number) {
   const { device, runner } = gpu!;
   const { batch: B, t: T, heads: H, headDim: HD } = p;
@@ -67,6 +93,7 @@ async function checkAttention(p: AttentionParams, seed: number) {
   const dout = randn(B * T * D, seed + 1);
   const fwd = attentionForward(p);
   const bwd = attentionBackward(p);
+  const table = guarded(device, rotaryTable(T, HD));
   // sub-ranges between NaN guards (guarded); dk/dv and dq are written by two kernels, so dqkv starts
   // NaN-filled and an element neither writes shows up
   const bufs = {
@@ -77,8 +104,10 @@ async function checkAttention(p: AttentionParams, seed: number) {
     delta: guarded(device, B * H * T),
     dqkv: guarded(device, new Float32Array(B * T * 3 * D).fill(NaN)),
   };
-  await runner.run([fwd, bufs], [bwd.delta, bufs], [bwd.dkdv, bufs], [bwd.dq, bufs]);
-  const want = attnRef(qkv, p, dout);
+  await runner.run([fwd, { ...bufs, table }], [bwd.delta, bufs], [bwd.dkdv, { ...bufs, table }], [bwd.dq, { ...bufs, table }]);
+  // fused rotary: attention of the rotated qkv, its gradient mapped back through the transposed rotation
+  const want = p.rotary ? attnRef(rot(qkv, 1, B, T, H, HD), p, dout) : attnRef(qkv, p, dout);
+  if (p.rotary) want.dqkv = rot(want.dqkv, -1, B, T, H, HD);
   // f32 dot products of hd ≤ 128 unit normals and softmax sums over ≤ T terms: ~1e-5 relative
   expectClose(await readGuarded(device, bufs.out, B * T * D), want.out, 'out', 2e-5, 1e-4);
   expectClose(await readGuarded(device, bufs.lse, B * H * T), want.lse, 'lse', 2e-5, 1e-5);
@@ -95,6 +124,10 @@ describe.skipIf(!gpu)('compiled causal attention (float64 reference)', () => {
   });
   it('hd 128: B 1, T 19, H 2, custom scale', async () => {
     await checkAttention({ batch: 1, t: 19, heads: 2, headDim: 128, scale: 0.05 }, 3);
+  });
+
+  it('fused rotary (hd 64: B 2, T 37, H 2): forward and backward through the rotation', async () => {
+    await checkAttention({ batch: 2, t: 37, heads: 2, headDim: 64, rotary: true }, 4);
   });
 
   it('the float64 backward reference agrees with finite differences (tiny case)', () => {
@@ -130,30 +163,11 @@ describe.skipIf(!gpu)('compiled rotary', () => {
     await runner.run([f, bufs]);
     // float64 reference, written the way model.ts does it: x·cos + rotate_half(x)·sin
     const want = new Float64Array(src.length);
-    const rot = (x: ArrayLike<number>, sign: number) => {
-      const out = new Float64Array(x.length);
-      for (let row = 0; row < B * T; row++) {
-        const t = row % T;
-        for (let c = 0; c < 3 * D; c++) {
-          const part = Math.floor(c / D);
-          const hc = c % HD;
-          const i = hc % half;
-          const ang = t / Math.pow(10000, (2 * i) / HD);
-          const xi = x[row * 3 * D + c]!;
-          if (part === 2) out[row * 3 * D + c] = xi;
-          else {
-            const other = hc < half ? -x[row * 3 * D + c + half]! : x[row * 3 * D + c - half]!;
-            out[row * 3 * D + c] = xi * Math.cos(ang) + other * sign * Math.sin(ang);
-          }
-        }
-      }
-      return out;
-    };
-    want.set(rot(src, 1));
+    want.set(rot(src, 1, B, T, H, HD));
     expectClose(await readF32(device, bufs.dst, src.length), want, 'rotary forward', 1e-5, 1e-5);
     // backward: <g, R x> = <Rᵀ g, x>, and Rᵀ is the rotation by −θ
     const bufs2 = { src: upload(device, g), table: bufs.table, dst: createBuffer(device, g.length * 4) };
     await runner.run([bw, bufs2]);
-    expectClose(await readF32(device, bufs2.dst, g.length), rot(g, -1), 'rotary backward', 1e-5, 1e-5);
+    expectClose(await readF32(device, bufs2.dst, g.length), rot(g, -1, B, T, H, HD), 'rotary backward', 1e-5, 1e-5);
   });
 });

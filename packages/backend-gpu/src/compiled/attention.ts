@@ -13,7 +13,8 @@
  * recomputes P from lse: one kernel owns key rows (dk, dv, looping over query tiles), one owns query
  * rows (dq, looping over key tiles), so every gradient is a plain sum in a fixed order (no atomics).
  *
- * Rotary positions (model.ts rotary, rotate-half form, on q and k of every head):
+ * Rotary positions (model.ts rotary, rotate-half form, on q and k of every head), either fused into
+ * the attention kernels (AttentionParams.rotary) or as a separate pass (rotary()):
  *   x'_i = x_i cos θ_{t,i} − x_{i+hd/2} sin θ_{t,i},  x'_{i+hd/2} = x_{i+hd/2} cos θ_{t,i} + x_i sin θ_{t,i}
  *   θ_{t,i} = t / 10000^(2i/hd); v is copied. The backward is the transposed rotation (sin negated).
  *   The cos/sin table comes from rotaryTable() (float64 on the host, as model.ts, rounded to f32).
@@ -28,6 +29,12 @@ export interface AttentionParams {
   headDim: number;
   /** Default 1/√headDim. */
   scale?: number;
+  /**
+   * Fused rotary positions: q and k are rotated (as rotary() does) as they are read, and the backward
+   * maps d(rotated q, k) back through the transposed rotation, so qkv and dqkv stay unrotated. Adds a
+   * binding `table` (rotaryTable(t, headDim)) after the read inputs.
+   */
+  rotary?: boolean;
 }
 
 /** Query (or key) rows owned by one workgroup: one per invocation. */
@@ -44,23 +51,47 @@ function shape(p: AttentionParams) {
   // of compile time (TILE 32 at hd 32 took over two minutes there; so did vec4 rows at hd 64).
   let TILE = 16;
   while (TILE > 1 && TILE * (2 * HD + 2) * 4 > 16384) TILE /= 2;
-  return { B, T, H, HD, D, TILE, scale: p.scale ?? 1 / Math.sqrt(HD) };
+  const rope = !!p.rotary;
+  if (rope && HD % 2) throw new Error(`attention: rotary needs an even headDim, got ${HD}`);
+  const half = HD / 2;
+  // rq(base, d, t): element d of the q or k head row starting at qkv[base], rotated for position t.
+  // unrot(v, partner, d, t): element d of Rᵀ·x given x[d] = v and x[partner(d)] (the backward).
+  const ropeFns = rope
+    ? `fn rq(base : u32, d : u32, t : u32) -> f32 {
+  let i = d % ${half}u;
+  let c = table[t * ${half}u + i];
+  let s = table[${T * half}u + t * ${half}u + i];
+  let partner = qkv[base + (d + ${half}u) % ${HD}u];
+  return qkv[base + d] * c + select(1.0, -1.0, d < ${half}u) * partner * s;
+}
+fn unrot(v : f32, partner : f32, d : u32, t : u32) -> f32 {
+  let i = d % ${half}u;
+  return v * table[t * ${half}u + i] + select(-1.0, 1.0, d < ${half}u) * partner * table[${T * half}u + t * ${half}u + i];
+}`
+    : '';
+  // reads element d of the q or k head row at qkv[base] for position t (rotated when fused)
+  const ld = (base: string, d: string, t: string) => (rope ? `rq(${base}, ${d}, ${t})` : `qkv[${base} + ${d}]`);
+  return { B, T, H, HD, D, TILE, scale: p.scale ?? 1 / Math.sqrt(HD), rope, half, ropeFns, ld };
 }
 
-/** Bindings: qkv (read [B·T, 3d]), out (out [B·T, d]), lse (out [B·H·T]). */
+const ropeLabel = (p: AttentionParams) => (p.rotary ? ' +rotary' : '');
+
+/** Bindings: qkv (read [B·T, 3d]), [table (read, rotary only)], out (out [B·T, d]), lse (out [B·H·T]). */
 export function attentionForward(p: AttentionParams): KernelSpec {
-  const { B, T, H, HD, D, TILE, scale } = shape(p);
+  const { B, T, H, HD, D, TILE, scale, rope, ropeFns, ld } = shape(p);
   const nQB = cdiv(T, ROWS);
   return makeKernel({
-    label: `attention forward B=${B} T=${T} H=${H} hd=${HD}`,
+    label: `attention forward B=${B} T=${T} H=${H} hd=${HD}${ropeLabel(p)}`,
     bindings: [
       { name: 'qkv', access: 'read' },
+      ...(rope ? [{ name: 'table', access: 'read' as const }] : []),
       { name: 'out', access: 'read_write', overwrite: true },
       { name: 'lse', access: 'read_write', overwrite: true },
     ],
-    types: { qkv: 'array<f32>', out: 'array<f32>', lse: 'array<f32>' },
+    types: { qkv: 'array<f32>', table: 'array<f32>', out: 'array<f32>', lse: 'array<f32>' },
     workgroups: [nQB, B * H, 1],
-    body: `var<workgroup> Ks : array<f32, ${TILE * HD}>;
+    body: `${ropeFns}
+var<workgroup> Ks : array<f32, ${TILE * HD}>;
 var<workgroup> Vs : array<f32, ${TILE * HD}>;
 @compute @workgroup_size(${ROWS})
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) lid : u32) {
@@ -71,7 +102,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   let qrow = (b * ${T}u + min(i, ${T - 1}u)) * ${3 * D}u + h * ${HD}u;
   var q : array<f32, ${HD}>;
   var o : array<f32, ${HD}>;
-  for (var d = 0u; d < ${HD}u; d = d + 1u) { q[d] = qkv[qrow + d]; o[d] = 0.0; }
+  for (var d = 0u; d < ${HD}u; d = d + 1u) { q[d] = ${ld('qrow', 'd', `min(i, ${T - 1}u)`)}; o[d] = 0.0; }
   var m = -3.0e38;
   var l = 0.0;
   let kEnd = min(${T}u, (wid.x + 1u) * ${ROWS}u);
@@ -79,9 +110,9 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   for (var jt = 0u; jt < nTiles; jt = jt + 1u) {
     for (var e = lid; e < ${TILE * HD}u; e = e + ${ROWS}u) {
       let kr = min(jt * ${TILE}u + e / ${HD}u, ${T - 1}u);
-      let src = (b * ${T}u + kr) * ${3 * D}u + h * ${HD}u + e % ${HD}u;
-      Ks[e] = qkv[src + ${D}u];
-      Vs[e] = qkv[src + ${2 * D}u];
+      let src = (b * ${T}u + kr) * ${3 * D}u + h * ${HD}u;
+      Ks[e] = ${ld(`src + ${D}u`, `e % ${HD}u`, 'kr')};
+      Vs[e] = qkv[src + ${2 * D}u + e % ${HD}u];
     }
     workgroupBarrier();
     var s : array<f32, ${TILE}>;
@@ -119,12 +150,12 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
 /**
  * The backward as three kernels, run in order:
  *   delta: (out, dout, delta [B·H·T])
- *   dkdv:  (qkv, dout, lse, delta, dqkv)   writes the k and v columns of dqkv
- *   dq:    (qkv, dout, lse, delta, dqkv)   writes the q columns of dqkv
+ *   dkdv:  (qkv, dout, lse, delta, [table], dqkv)   writes the k and v columns of dqkv
+ *   dq:    (qkv, dout, lse, delta, [table], dqkv)   writes the q columns of dqkv
  * dqkv: [B·T, 3d]; dkdv and dq together write every element of it.
  */
 export function attentionBackward(p: AttentionParams): { delta: KernelSpec; dkdv: KernelSpec; dq: KernelSpec } {
-  const { B, T, H, HD, D, TILE, scale } = shape(p);
+  const { B, T, H, HD, D, TILE, scale, rope, half, ropeFns, ld } = shape(p);
   const nB = cdiv(T, ROWS);
   const sc = f32lit(scale);
   const g = grid(cdiv(B * T * H, 256));
@@ -156,15 +187,22 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
     { name: 'dout', access: 'read' as const },
     { name: 'lse', access: 'read' as const },
     { name: 'delta', access: 'read' as const },
+    ...(rope ? [{ name: 'table', access: 'read' as const }] : []),
     { name: 'dqkv', access: 'read_write' as const },
   ];
-  const types = { qkv: 'array<f32>', dout: 'array<f32>', lse: 'array<f32>', delta: 'array<f32>', dqkv: 'array<f32>' };
+  const types = { qkv: 'array<f32>', dout: 'array<f32>', lse: 'array<f32>', delta: 'array<f32>', table: 'array<f32>', dqkv: 'array<f32>' };
+  // writes gradient row g (private array, w.r.t. the rotated q or k when fused) at dqkv[base + d]
+  const store = (g: string, base: string, t: string) =>
+    rope
+      ? `for (var d = 0u; d < ${HD}u; d = d + 1u) { dqkv[${base} + d] = unrot(${g}[d], ${g}[(d + ${half}u) % ${HD}u], d, ${t}); }`
+      : `for (var d = 0u; d < ${HD}u; d = d + 1u) { dqkv[${base} + d] = ${g}[d]; }`;
   const dkdv = makeKernel({
-    label: `attention backward dk dv B=${B} T=${T} H=${H} hd=${HD}`,
+    label: `attention backward dk dv B=${B} T=${T} H=${H} hd=${HD}${ropeLabel(p)}`,
     bindings,
     types,
     workgroups: [nB, B * H, 1],
-    body: `var<workgroup> Qs : array<f32, ${TILE * HD}>;
+    body: `${ropeFns}
+var<workgroup> Qs : array<f32, ${TILE * HD}>;
 var<workgroup> Os : array<f32, ${TILE * HD}>;
 var<workgroup> Ls : array<f32, ${TILE}>;
 var<workgroup> Ds : array<f32, ${TILE}>;
@@ -179,13 +217,14 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   var v : array<f32, ${HD}>;
   var dk : array<f32, ${HD}>;
   var dv : array<f32, ${HD}>;
-  for (var d = 0u; d < ${HD}u; d = d + 1u) { k[d] = qkv[krow + ${D}u + d]; v[d] = qkv[krow + ${2 * D}u + d]; dk[d] = 0.0; dv[d] = 0.0; }
+  let jc = min(j, ${T - 1}u);
+  for (var d = 0u; d < ${HD}u; d = d + 1u) { k[d] = ${ld(`krow + ${D}u`, 'd', 'jc')}; v[d] = qkv[krow + ${2 * D}u + d]; dk[d] = 0.0; dv[d] = 0.0; }
   // query tiles from the one holding this block's first key to the end
   let first = (wid.x * ${ROWS}u) / ${TILE}u;
   for (var it = first; it < ${cdiv(T, TILE)}u; it = it + 1u) {
     for (var e = lid; e < ${TILE * HD}u; e = e + ${ROWS}u) {
       let qr = min(it * ${TILE}u + e / ${HD}u, ${T - 1}u);
-      Qs[e] = qkv[(b * ${T}u + qr) * ${3 * D}u + h * ${HD}u + e % ${HD}u];
+      Qs[e] = ${ld(`(b * ${T}u + qr) * ${3 * D}u + h * ${HD}u`, `e % ${HD}u`, 'qr')};
       Os[e] = dout[(b * ${T}u + qr) * ${D}u + h * ${HD}u + e % ${HD}u];
     }
     for (var e = lid; e < ${TILE}u; e = e + ${ROWS}u) {
@@ -214,17 +253,19 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
     workgroupBarrier();
   }
   if (j < ${T}u) {
-    for (var d = 0u; d < ${HD}u; d = d + 1u) { dqkv[krow + ${D}u + d] = dk[d]; dqkv[krow + ${2 * D}u + d] = dv[d]; }
+    ${store('dk', `krow + ${D}u`, 'j')}
+    for (var d = 0u; d < ${HD}u; d = d + 1u) { dqkv[krow + ${2 * D}u + d] = dv[d]; }
   }
 }`,
     flops: 2 * 4 * B * H * HD * ((T * (T + 1)) / 2),
   });
   const dq = makeKernel({
-    label: `attention backward dq B=${B} T=${T} H=${H} hd=${HD}`,
+    label: `attention backward dq B=${B} T=${T} H=${H} hd=${HD}${ropeLabel(p)}`,
     bindings,
     types,
     workgroups: [nB, B * H, 1],
-    body: `var<workgroup> Ks : array<f32, ${TILE * HD}>;
+    body: `${ropeFns}
+var<workgroup> Ks : array<f32, ${TILE * HD}>;
 var<workgroup> Vs : array<f32, ${TILE * HD}>;
 @compute @workgroup_size(${ROWS})
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) lid : u32) {
@@ -238,7 +279,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   var q : array<f32, ${HD}>;
   var go : array<f32, ${HD}>;
   var dq : array<f32, ${HD}>;
-  for (var d = 0u; d < ${HD}u; d = d + 1u) { q[d] = qkv[qrow + d]; go[d] = dout[orow + d]; dq[d] = 0.0; }
+  for (var d = 0u; d < ${HD}u; d = d + 1u) { q[d] = ${ld('qrow', 'd', 'ic')}; go[d] = dout[orow + d]; dq[d] = 0.0; }
   let li = lse[bh * ${T}u + ic];
   let di = delta[bh * ${T}u + ic];
   let kEnd = min(${T}u, (wid.x + 1u) * ${ROWS}u);
@@ -246,9 +287,9 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   for (var jt = 0u; jt < nTiles; jt = jt + 1u) {
     for (var e = lid; e < ${TILE * HD}u; e = e + ${ROWS}u) {
       let kr = min(jt * ${TILE}u + e / ${HD}u, ${T - 1}u);
-      let src = (b * ${T}u + kr) * ${3 * D}u + h * ${HD}u + e % ${HD}u;
-      Ks[e] = qkv[src + ${D}u];
-      Vs[e] = qkv[src + ${2 * D}u];
+      let src = (b * ${T}u + kr) * ${3 * D}u + h * ${HD}u;
+      Ks[e] = ${ld(`src + ${D}u`, `e % ${HD}u`, 'kr')};
+      Vs[e] = qkv[src + ${2 * D}u + e % ${HD}u];
     }
     workgroupBarrier();
     for (var c = 0u; c < ${TILE}u; c = c + 1u) {
@@ -266,7 +307,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
     workgroupBarrier();
   }
   if (i < ${T}u) {
-    for (var d = 0u; d < ${HD}u; d = d + 1u) { dqkv[qrow + d] = dq[d]; }
+    ${store('dq', 'qrow', 'i')}
   }
 }`,
     flops: 2 * 3 * B * H * HD * ((T * (T + 1)) / 2),
