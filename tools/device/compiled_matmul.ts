@@ -13,7 +13,7 @@
  * WebGPU's defaults (bk 16 at 128×128, 512+ invocations) can be timed.
  */
 import { create, globals } from 'webgpu';
-import { autotune, TILE_CANDIDATES, type BenchShape, type TileConfig } from '../../packages/backend-gpu/src/compiled/index.js';
+import { autotune, TILE_CANDIDATES, type BenchShape } from '../../packages/backend-gpu/src/compiled/index.js';
 
 Object.assign(globalThis, globals);
 const gpu = create(['enable-dawn-features=allow_unsafe_apis,disable_robustness,disable_workgroup_init', 'disable-dawn-features=timestamp_quantization']);
@@ -53,17 +53,8 @@ const gptShapes: BenchShape[] = [
 const shapes: BenchShape[] = [{ m: 4096, n: 4096, k: 4096 }, ...gptShapes];
 if (features.includes('shader-f16')) shapes.push({ m: 4096, n: 4096, k: 4096, dtype: 'f16' }, { m: R, n: 4 * d, k: d, dtype: 'f16' });
 
-// the candidates plus a few larger register blocks
-const configs: TileConfig[] = [
-  ...TILE_CANDIDATES,
-  { bm: 128, bn: 128, bk: 16, tm: 8, tn: 4 },
-  { bm: 128, bn: 256, bk: 8, tm: 8, tn: 8 },
-  { bm: 64, bn: 256, bk: 8, tm: 8, tn: 8 },
-  { bm: 128, bn: 64, bk: 16, tm: 8, tn: 8 },
-];
-
 const t0 = performance.now();
-const best = await autotune(device, { shapes, configs, reps: 20, warmup: 3, log });
+const best = await autotune(device, { shapes, configs: TILE_CANDIDATES, reps: 20, warmup: 3, log });
 log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 process.stdout.write(
   JSON.stringify(

@@ -18,7 +18,7 @@ export interface Gpu {
 let keptGpu: GPU | undefined;
 
 /** A device with large storage bindings (shader-f16 and timestamp-query when present), or null (skip). */
-export async function compiledGpu(): Promise<Gpu | null> {
+export async function compiledGpu(opts: { maxLimits?: boolean } = {}): Promise<Gpu | null> {
   process.env.XDG_RUNTIME_DIR ??= '/tmp';
   let reason: string;
   try {
@@ -39,8 +39,15 @@ export async function compiledGpu(): Promise<Gpu | null> {
         requiredLimits: {
           maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
           maxBufferSize: l.maxBufferSize,
-          // workgroup memory and invocations stay at WebGPU's defaults (16 KiB, 256): every kernel
-          // the generators make by default must fit them
+          // workgroup memory and invocations stay at WebGPU's defaults (16 KiB, 256) unless asked:
+          // every kernel the generators make by default must fit them
+          ...(opts.maxLimits
+            ? {
+                maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+                maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+                maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+              }
+            : {}),
         },
       });
       device.addEventListener('uncapturederror', (e) => console.error('[compiled] uncaptured WebGPU error:', (e as GPUUncapturedErrorEvent).error.message));

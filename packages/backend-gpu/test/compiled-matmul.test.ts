@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import { matmul, matmulSplitK, colSum, createBuffer, toF16Bits, fromF16Bits, type MatmulParams, type TileConfig } from '../src/compiled/index.js';
-import { compiledGpu, randn, expectClose, upload, readF32, gelu, geluGrad, guarded, readGuarded } from './compiled-helpers.js';
+import { matmul, matmulSplitK, colSum, TILE_CANDIDATES, tileSharedBytes, tileThreads, createBuffer, toF16Bits, fromF16Bits, type MatmulParams, type TileConfig } from '../src/compiled/index.js';
+import { compiledGpu, type Gpu, randn, expectClose, upload, readF32, gelu, geluGrad, guarded, readGuarded } from './compiled-helpers.js';
 
 const gpu = await compiledGpu();
 
@@ -38,8 +38,8 @@ function reference(p: MatmulParams, A: Float32Array, B: Float32Array, o: { bias?
   return { C, pre };
 }
 
-async function check(p: MatmulParams, seed = 1) {
-  const { device, runner } = gpu!;
+async function check(p: MatmulParams, seed = 1, on: Gpu = gpu!) {
+  const { device, runner } = on;
   const batch = p.batch ?? 1;
   const sA = p.strideA ?? p.m * p.k;
   const sB = p.strideB ?? p.k * p.n;
@@ -144,6 +144,22 @@ describe.skipIf(!gpu)('compiled matmul (float64 reference)', () => {
     await check({ m: 37, n: 70, k: 19, dtype: 'f16', tile: SMALL });
     await check({ m: 68, n: 136, k: 36, dtype: 'f16', transB: true, bias: true, tile: SMALL });
   });
+
+  it('every autotuning candidate is correct on a ragged shape (device limits raised where it allows)', async () => {
+    const big = await compiledGpu({ maxLimits: true });
+    const lim = big!.device.limits;
+    let ran = 0;
+    for (const [i, tile] of TILE_CANDIDATES.entries()) {
+      if (tileThreads(tile) > lim.maxComputeInvocationsPerWorkgroup || tileSharedBytes(tile) > lim.maxComputeWorkgroupStorageSize) continue;
+      // layouts rotate through NN, NT, TN, TT; the shape has edge tiles in M and N and a K tail
+      const t0 = performance.now();
+      await check({ m: 150, n: 140, k: 44, transA: i % 4 >= 2, transB: i % 2 === 1, tile }, 20 + i, big!);
+      console.log(`candidate ${JSON.stringify(tile)}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      ran++;
+    }
+    expect(ran, 'candidates the device could run').toBeGreaterThanOrEqual(TILE_CANDIDATES.length - 2);
+    big!.device.destroy();
+  }, 900_000);
 
   it('rejects invalid tile configs', () => {
     expect(() => matmul({ m: 8, n: 8, k: 8, tile: { bm: 32, bn: 32, bk: 6, tm: 4, tn: 4 } })).toThrow(/invalid matmul tile/);
