@@ -15,8 +15,8 @@
  * with decay = 1 − lr·weightDecay where the element's decay bit is set, else 1; stepSize = lr / bc1,
  * bc1 = 1 − β1^t, bc2 = 1 − β2^t from a 16-byte uniform written once per step (adamwUniform).
  * Decay bits: one bit per 64-element granule (no granule straddles two parameters thanks to the
- * alignment), built once by decayBits(). Optional mask (0/1 f32 per element): w', m', v' are
- * multiplied by it, so pruned weights and their moments stay exactly zero.
+ * alignment), built once by decayBits(). Optional mask (0/1 f32 per element): where it is 0, w', m'
+ * and v' are set to +0, so pruned weights and their moments stay exactly zero.
  */
 import { cdiv, dim, f32lit, grid, makeKernel, type BindingSpec, type KernelSpec } from './kernel.js';
 
@@ -82,7 +82,8 @@ export function adamw(p: AdamWParams): KernelSpec {
   if (p.masked) bindings.push({ name: 'mask', access: 'read' });
   const b1 = f32lit(p.beta1);
   const b2 = f32lit(p.beta2);
-  const keep = p.masked ? ' * mask[i]' : '';
+  // masked: a 0 in the mask selects +0.0 (not w·0, which is −0 for negative w and NaN for NaN)
+  const keep = (e: string) => (p.masked ? `select(0.0, ${e}, mask[i] != 0.0)` : e);
   return makeKernel({
     label: `adamw ${N}${p.masked ? ' masked' : ''}`,
     bindings,
@@ -103,13 +104,13 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   let i = ${g.flat} * 256u + lid;
   if (i >= ${N}u) { return; }
   let gs = g[i] * clip[1];
-  let m1 = (m[i] * ${b1} + gs * ${f32lit(1 - p.beta1)})${keep};
-  let v1 = (v[i] * ${b2} + (gs * gs) * ${f32lit(1 - p.beta2)})${keep};
+  let m1 = ${keep(`m[i] * ${b1} + gs * ${f32lit(1 - p.beta1)}`)};
+  let v1 = ${keep(`v[i] * ${b2} + (gs * gs) * ${f32lit(1 - p.beta2)}`)};
   let gi = (i + ${off}u) / ${DECAY_GRANULE}u;
   let decays = ((decay[gi / 32u] >> (gi % 32u)) & 1u) != 0u;
   let w0 = select(w[i], w[i] * step.decay, decays);
   let denom = sqrt(v1 / step.bc2) + ${f32lit(p.eps)};
-  w[i] = (w0 - (m1 / denom) * step.stepSize)${keep};
+  w[i] = ${keep('w0 - (m1 / denom) * step.stepSize')};
   m[i] = m1;
   v[i] = v1;
 }`,
