@@ -6,11 +6,29 @@
  * It checks the composition the executor will do: layouts of the backward products (dX = dY·Wᵀ as
  * NT, dW = Xᵀ·dY as TN), bias gradients by colSum, the gelu-backward epilogue, LayerNorm backward
  * accumulating into the residual gradient, attention reading and writing the fused qkv layout.
+ * A second test chains the model's ends: patch embedding (K tokens averaged) + learned positions,
+ * final LayerNorm, the tied LM head and the K-label cross-entropy, with the head's weight gradient and
+ * the embedding's scatter-add accumulating into one dE.
  */
 import { describe, it, beforeAll } from 'vitest';
-import { tf, useBackend, causalAttentionComposite, layerNormComposite, geluComposite } from '@patchflow/tensor';
-import { matmul, colSum, layerNormForward, layerNormBackward, attentionForward, attentionBackward, copy, type KernelSpec } from '../src/compiled/index.js';
-import { compiledGpu, randn, expectClose, upload, readF32 } from './compiled-helpers.js';
+import { tf, useBackend, causalAttentionComposite, layerNormComposite, geluComposite, crossEntropyComposite } from '@patchflow/tensor';
+import {
+  matmul,
+  colSum,
+  layerNormForward,
+  layerNormBackward,
+  attentionForward,
+  attentionBackward,
+  copy,
+  embeddingForward,
+  embeddingBackward,
+  embeddingCsr,
+  positionBackward,
+  crossEntropy,
+  lossSum,
+  type KernelSpec,
+} from '../src/compiled/index.js';
+import { compiledGpu, randn, randInt, expectClose, upload, readF32 } from './compiled-helpers.js';
 
 const gpu = await compiledGpu();
 
@@ -123,6 +141,67 @@ describe.skipIf(!gpu)('compiled kernels chained into a transformer block', () =>
     for (const n of names) {
       const got = await readF32(device, buf[n === 'x' ? 'dx' : 'd' + n]!, init[n]![1].length);
       expectClose(got, want[n]!, `d${n}`, 2e-4, 2e-3);
+    }
+  });
+
+  it('patch embedding + learned positions, final LN, tied LM head and K-label cross-entropy: loss and gradients', async () => {
+    const { device, runner } = gpu!;
+    const [B, T, K, D, V] = [2, 5, 2, 32, 40];
+    const R = B * T;
+    const ids = randInt(R * K, 301, V);
+    const labels = randInt(R * K, 302, V);
+    const E = randn(V * D, 303, 0.5);
+    const pos = randn(T * D, 304, 0.5);
+    const g = randn(D, 305, 0.2).map((v) => 1 + v);
+    const b = randn(D, 306, 0.1);
+
+    // reference: patch-training's averagePatches of gathered embeddings, positions, ln_f, tied head, mean CE
+    const names = ['E', 'pos', 'g', 'b'];
+    const ts = [tf.tensor2d(E, [V, D]), tf.tensor2d(pos, [T, D]), tf.tensor1d(g), tf.tensor1d(b)];
+    const labelsT = tf.tensor2d(labels, [R, K], 'int32');
+    const idsT = tf.tensor1d(ids, 'int32');
+    const lossOf = (Et: tf.Tensor, pt: tf.Tensor, gt: tf.Tensor, bt: tf.Tensor) => {
+      const emb = tf.mean(tf.reshape(tf.gather(Et, idsT), [B, T, K, D]), 2);
+      const x = tf.reshape(tf.add(emb, pt), [R, D]);
+      const logits = tf.matMul(layerNormComposite(x, gt, bt), Et, false, true) as tf.Tensor2D;
+      return tf.mean(crossEntropyComposite(logits, labelsT)) as tf.Scalar;
+    };
+    const wantLoss = (await lossOf(ts[0]!, ts[1]!, ts[2]!, ts[3]!).data())[0]!;
+    const grads = tf.grads((a: tf.Tensor, p: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor) => lossOf(a, p, gg, bb))(ts);
+    const want = await Promise.all(grads.map((t) => t.data()));
+
+    const buf: Record<string, GPUBuffer> = { ids: upload(device, ids), labels: upload(device, labels), E: upload(device, E), pos: upload(device, pos), g: upload(device, g), b: upload(device, b) };
+    const zeros = (...ns: [string, number][]) => ns.forEach(([n, size]) => (buf[n] = upload(device, new Float32Array(size))));
+    zeros(['x', R * D], ['f', R * D], ['mean', R], ['rstd', R], ['logits', R * V], ['loss', R], ['total', 4]);
+    zeros(['dE', V * D], ['df', R * D], ['dx', R * D], ['dpos', T * D], ['dg', D], ['db', D]);
+    const csr = embeddingCsr(ids, V);
+    buf.offsets = upload(device, csr.offsets);
+    buf.positions = upload(device, csr.positions);
+    const lnb = layerNormBackward({ rows: R, cols: D });
+    zeros(['partial', lnb.scratchFloats]);
+    const steps: [KernelSpec, GPUBuffer[]][] = [];
+    const step = (spec: KernelSpec, ...bs: string[]) => steps.push([spec, bs.map((n) => buf[n]!)]);
+    step(embeddingForward({ rows: B, t: T, d: D, vocab: V, k: K, positions: true }), 'ids', 'E', 'pos', 'x');
+    step(layerNormForward({ rows: R, cols: D }), 'x', 'g', 'b', 'f', 'mean', 'rstd');
+    // tied head: logits = f·Eᵀ (E stored [V, d]: transB)
+    step(matmul({ m: R, n: V, k: D, transB: true }), 'f', 'E', 'logits');
+    // loss rows and dlogits (mean over rows: gradScale 1/R) in place
+    step(crossEntropy({ rows: R, vocab: V, k: K }), 'logits', 'labels', 'loss');
+    step(lossSum({ rows: R, scale: 1 / R }), 'loss', 'total');
+    // head's weight gradient dE = dlogitsᵀ·f (TN), then df = dlogits·E (NN)
+    step(matmul({ m: V, n: D, k: R, transA: true }), 'logits', 'f', 'dE');
+    step(matmul({ m: R, n: D, k: V }), 'logits', 'E', 'df');
+    step(lnb.dx, 'df', 'x', 'g', 'mean', 'rstd', 'dx');
+    step(lnb.partial, 'df', 'x', 'mean', 'rstd', 'partial');
+    step(lnb.reduce, 'partial', 'dg', 'db');
+    // embedding backward accumulates onto the head's gradient (tied weights)
+    step(embeddingBackward({ rows: B, t: T, d: D, vocab: V, k: K, accumulate: true }), 'offsets', 'positions', 'dx', 'dE');
+    step(positionBackward({ rows: B, t: T, d: D }), 'dx', 'dpos');
+    await runner.run(...steps);
+
+    expectClose(await readF32(device, buf.total!, 1), [wantLoss], 'loss', 1e-5, 1e-5);
+    for (const [i, n] of [[0, 'dE'], [1, 'dpos'], [2, 'dg'], [3, 'db']] as const) {
+      expectClose(await readF32(device, buf[n]!, want[i]!.length), want[i]!, `${n} (${names[i]})`, 1e-5, 2e-3);
     }
   });
 });
