@@ -126,6 +126,10 @@ describe.skipIf(!gpu)('compiled causal attention (float64 reference)', () => {
     await checkAttention({ batch: 1, t: 19, heads: 2, headDim: 128, scale: 0.05 }, 3);
   });
 
+  it('hd 64 at T 1024 (16 query blocks, 64 key tiles)', async () => {
+    await checkAttention({ batch: 1, t: 1024, heads: 1, headDim: 64 }, 5);
+  });
+
   it('fused rotary (hd 64: B 2, T 37, H 2): forward and backward through the rotation', async () => {
     await checkAttention({ batch: 2, t: 37, heads: 2, headDim: 64, rotary: true }, 4);
   });
