@@ -10,6 +10,7 @@ export { createWebGpuBackend, WEBGPU_MAX_RANK } from './backend.js';
 export type { GpuInfo, WebGpuBackendOptions, WebGpuBackendPlugin } from './backend.js';
 export { defaultGpu, GpuLoadError } from './gpu.js';
 export type { GpuAdapterInfoLike, GpuAdapterLike, GpuLike } from './gpu.js';
+export * from './compiled/index.js';
 
 /** The default `webgpu` plugin, registered on import. */
 export const webgpuBackend = createWebGpuBackend();
