@@ -8,6 +8,7 @@
  *   ../shared/device/pack.sh .device-build/compiled_matmul.mjs node_modules/webgpu
  *   device: source .device/setup.sh && export VK_DRIVER_FILES=<an ICD json with library_path libEGL_nvidia.so.0> &&
  *     cd .device/app && node .device-build/compiled_matmul.mjs > $OUT/compiled_matmul.json
+ *   (SMOKE=1 node .device-build/compiled_matmul.mjs: tiny shapes, to try it here on lavapipe first)
  * Flags: the device runs without robustness and workgroup zero-init (the kernels never access memory
  * outside their bindings nor read workgroup memory they did not write) and with unquantized timestamps; the adapter's maximum compute limits are requested so configs above
  * WebGPU's defaults (bk 16 at 128×128, 512+ invocations) can be timed.
@@ -52,6 +53,8 @@ const gptShapes: BenchShape[] = [
 ];
 const shapes: BenchShape[] = [{ m: 4096, n: 4096, k: 4096 }, ...gptShapes];
 if (features.includes('shader-f16')) shapes.push({ m: 4096, n: 4096, k: 4096, dtype: 'f16' }, { m: R, n: 4 * d, k: d, dtype: 'f16' });
+// SMOKE=1: two tiny shapes, to check the script end to end on a CPU adapter (lavapipe)
+if (process.env.SMOKE) shapes.splice(0, shapes.length, { m: 96, n: 80, k: 32 }, { m: 64, n: 64, k: 48, transA: true, dtype: features.includes('shader-f16') ? 'f16' : 'f32' });
 
 const t0 = performance.now();
 const best = await autotune(device, { shapes, configs: TILE_CANDIDATES, reps: 20, warmup: 3, log });

@@ -143,7 +143,7 @@ export async function benchMatmul(device: GPUDevice, opts: BenchOptions): Promis
         row.ms = t.ms / reps;
         row.method = t.method;
         row.tflops = spec.flops! / (row.ms * 1e-3) / 1e12;
-        log(`${spec.label}: ${row.ms.toFixed(3)} ms, ${row.tflops.toFixed(2)} TFLOP/s (${t.method})`);
+        log(`${spec.label}: ${row.ms.toFixed(3)} ms, ${row.tflops.toPrecision(3)} TFLOP/s (${t.method})`);
       } catch (e) {
         row.skipped = e instanceof Error ? e.message.split('\n')[0]! : String(e);
         log(`skipped ${JSON.stringify(tile)} at ${shape.m}x${shape.n}x${shape.k}: ${row.skipped}`);
