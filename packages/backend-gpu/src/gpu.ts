@@ -60,7 +60,12 @@ function installNavigatorGpu(gpu: GpuLike): void {
   Object.defineProperty(globalThis, 'navigator', { value: replacement, configurable: true, enumerable: true, writable: true });
 }
 
-async function loadDawn(flags: string[]): Promise<GpuLike> {
+/**
+ * A Dawn instance with `flags` (e.g. 'enable-dawn-features=allow_unsafe_apis,disable_robustness'), its
+ * native logging captured (probe.ts), without installing it as navigator.gpu. The compiled training
+ * step asks for one of its own, so it can choose toggles the tfjs backend's instance does not use.
+ */
+export async function createDawnGpu(flags: string[]): Promise<GpuLike> {
   // A non-literal specifier, and the bundler hints, keep 'webgpu' out of browser bundles.
   const specifier = 'webgpu';
   let mod: DawnModule;
@@ -82,12 +87,15 @@ async function loadDawn(flags: string[]): Promise<GpuLike> {
   for (const [k, v] of Object.entries(mod.globals)) if (!(k in g)) g[k] = v;
   // Mesa's "not a conformant vulkan implementation" banner (lavapipe) is noise for a library user.
   process.env.MESA_VK_IGNORE_CONFORMANCE_WARNING ??= '1';
-  let gpu: GpuLike;
   try {
-    gpu = quietGpu(await quiet(() => mod.create(flags)));
+    return quietGpu(await quiet(() => mod.create(flags)));
   } catch (e) {
     throw new GpuLoadError(`the 'webgpu' npm package (Dawn) failed to start: ${e instanceof Error ? e.message : String(e)}`);
   }
+}
+
+async function loadDawn(flags: string[]): Promise<GpuLike> {
+  const gpu = await createDawnGpu(flags);
   installNavigatorGpu(gpu);
   return gpu;
 }

@@ -25,3 +25,5 @@ export function gpuInfo(): Promise<GpuInfo> {
 }
 
 registerBackend(webgpuBackend);
+export * from './step/program.js';
+export * from './step/compiler.js';

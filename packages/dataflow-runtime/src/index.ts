@@ -5,3 +5,4 @@ export * from './graph.js';
 export * from './hardware.js';
 export * from './execute.js';
 export * from './serialize.js';
+export * from './lower.js';

@@ -53,6 +53,8 @@ export interface TrainConfig {
   /** Path to a Hugging Face tokenizer.json; empty = bytes. */
   tokenizer: string;
   backend: string;
+  /** Use the backend's compiled step where it has one (default true); false forces the eager tfjs step. */
+  compile: boolean;
   /** Plugin settings, keyed by plugin name (validated by each plugin). */
   plugins: Record<string, Record<string, unknown>>;
 }
@@ -72,6 +74,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   data: '',
   tokenizer: '',
   backend: 'cpu',
+  compile: true,
   plugins: {},
 };
 
@@ -110,6 +113,7 @@ const TOP_RULES: Record<Exclude<keyof TrainConfig, 'model' | 'optim'>, Rule> = {
   data: { kind: 'string' },
   tokenizer: { kind: 'string' },
   backend: { kind: 'string' },
+  compile: { kind: 'boolean' },
   plugins: { kind: 'object' },
 };
 

@@ -7,6 +7,7 @@ export * from './composition.js';
 export * from './phases.js';
 export * from './evaluate.js';
 export * from './step.js';
+export * from './compile.js';
 export * from './run-state.js';
 export * from './trainer.js';
 export * from './generate.js';

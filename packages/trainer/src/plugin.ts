@@ -7,6 +7,7 @@
  */
 import type { tf } from '@patchflow/tensor';
 import { ConfigError, type TrainConfig } from './config.js';
+import type { CompiledContribution } from './compile.js';
 import type { GPT } from './model.js';
 import type { AdamW } from './optim.js';
 
@@ -120,6 +121,13 @@ export interface TrainerPlugin<S = unknown> {
   summary?(): string[];
   saveState?(): Promise<PluginState> | PluginState;
   loadState?(state: PluginState): void;
+  /**
+   * What this plugin adds to a compiled step in this phase (compile.ts), or why it cannot run there.
+   * A compiled step replaces the per-step hooks (batch building excepted: makeBatch still runs on the
+   * host), so a plugin that answers must be fully described by its contribution. Without this hook,
+   * phases where the plugin is active run the eager step.
+   */
+  compiled?(ctx: PhaseContext<S>): CompiledContribution | { reason: string };
 }
 
 /** Token-level rows: the model reads seqLen tokens and predicts the next token at each position. */

@@ -11,7 +11,8 @@ import { useBackend, EXIT_CODES, PatchflowError } from '@patchflow/tensor';
 import { type TrainConfig, finalizeModelConfig } from './config.js';
 import { GPT } from './model.js';
 import { AdamW, learningRate } from './optim.js';
-import { type PhaseContext, type StepContext, type TrainerPlugin, buildPlan } from './plugin.js';
+import { type Batch, type PhaseContext, type StepContext, type TrainerPlugin, buildPlan, tokenBatch } from './plugin.js';
+import { type CompiledStep, phaseContribution, stepCompilerFor } from './compile.js';
 import { pluginsFromConfig, runPluginsFor } from './composition.js';
 import { type ResolvedPhase, resolvePhases, stepFlops } from './phases.js';
 import { evaluate, splitDataset, validationWindows } from './evaluate.js';
@@ -204,6 +205,27 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     emit({ type: 'checkpoint', step: run.step, dir: outDir });
   };
 
+  /** A sampled micro-batch of the phase (the plugin that owns the row layout builds it). */
+  const makeBatch = (ph: ResolvedPhase, active: TrainerPlugin[]): Batch => {
+    const windows = sampler.windows(config.batchSize, ph.layout.windowTokens);
+    const owner = active.find((p) => p.makeBatch);
+    return owner ? owner.makeBatch!(windows, config.batchSize, ph.layout, phaseCtx(ph, owner)) : tokenBatch(windows, config.batchSize, ph.layout);
+  };
+
+  /** The phase's compiled step, when the backend has a compiler and every active plugin a compiled form; else says why not. */
+  const compilePhase = async (ph: ResolvedPhase, active: TrainerPlugin[]): Promise<CompiledStep | undefined> => {
+    const compiler = stepCompilerFor(config.backend);
+    if (!compiler || config.compile === false) return undefined;
+    const contribution = phaseContribution(active, (p) => phaseCtx(ph, p));
+    const c = 'reason' in contribution ? contribution : await compiler.compile({ config, model, optimizer, phase: ph, contribution });
+    if ('reason' in c) {
+      emit({ type: 'log', message: `phase "${ph.name}" runs the eager tfjs step on ${config.backend}: ${c.reason}` });
+      return undefined;
+    }
+    emit({ type: 'log', message: `phase "${ph.name}": compiled step on ${config.backend}: ${c.description}` });
+    return c;
+  };
+
   const resumedAtEnd = !!ckpt && run.step >= totalSteps;
   emit({ type: 'start', phases, totalSteps, parameters: model.parameterCount(), resumedFrom: ckpt ? run.step : undefined });
   const t0 = Date.now() - run.elapsed * 1000;
@@ -218,6 +240,12 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     return valLoss;
   };
 
+  /** Steps submitted to a compiled step whose results are not processed yet (oldest first). */
+  interface Pending {
+    result: Promise<{ loss: number; gradNorm: number }>;
+    lr: number;
+  }
+
   outer: for (let pi = run.phaseIndex; pi < phases.length; pi++) {
     const ph = phases[pi]!;
     const active = plugins.filter((p) => ph.plugins[p.name] !== undefined);
@@ -229,17 +257,16 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     }
     for (const p of active) await p.phaseStart?.(phaseCtx(ph, p));
     emit({ type: 'phase', phase: ph });
+    const compiled = await compilePhase(ph, active);
     const hasFlopsHook = active.some((p) => p.flops);
     const rowsPerStep = config.batchSize * config.gradAccum;
     let windowStart = Date.now();
     let windowTokens = 0;
+    const stepCtxAt = (p: TrainerPlugin, step: number, phaseStep: number): StepContext => ({ ...phaseCtx(ph, p), plan: phases, step, phaseStep, phaseSteps: ph.steps });
 
-    while (run.phaseStep < ph.steps) {
-      const lr = learningRate(config.optim, run.step - ph.scheduleStart, ph.scheduleSteps);
-      const stepCtx = (p: TrainerPlugin): StepContext => ({ ...phaseCtx(ph, p), plan: phases, step: run.step + 1, phaseStep: run.phaseStep, phaseSteps: ph.steps });
-      for (const p of active) await p.beforeStep?.(stepCtx(p));
-      const { loss, gradNorm, applied } = await eagerStep({ config, model, optimizer, sampler, phase: ph, active, phaseCtx: (p) => phaseCtx(ph, p), stepCtx, lr });
-      if (!applied) throw new DivergenceError(divergenceMessage(run.step + 1, loss, run.lastGood, outDir));
+    /** Books a finished step: counters, plugins' afterStep (eager path), metrics, events. */
+    const finishStep = async (loss: number, gradNorm: number, lr: number) => {
+      if (!Number.isFinite(loss)) throw new DivergenceError(divergenceMessage(run.step + 1, loss, run.lastGood, outDir));
       if (!Number.isFinite(gradNorm)) throw new DivergenceError(divergenceMessage(run.step + 1, gradNorm, run.lastGood, outDir, 'gradient norm'));
       const flopsNow = hasFlopsHook ? stepFlops(active, { ...ctxBase, phase: ph, phaseIndex: ph.index, layout: ph.layout, rowsPerStep, step: run.step + 1 }, model) : ph.flopsPerStep;
       run.step++;
@@ -247,7 +274,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
       run.flops += flopsNow;
       run.tokens += ph.tokensPerStep;
       windowTokens += ph.tokensPerStep;
-      for (const p of active) await p.afterStep?.({ ...stepCtx(p), step: run.step, phaseStep: run.phaseStep - 1 });
+      if (!compiled) for (const p of active) await p.afterStep?.(stepCtxAt(p, run.step, run.phaseStep - 1));
       losses.push({ step: run.step, loss, flops: run.flops });
       const now = Date.now();
       const tps = windowTokens / Math.max(1e-3, (now - windowStart) / 1000);
@@ -262,17 +289,71 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
         writeMetric({ type: 'train', step: run.step, phase: ph.name, loss, lr, gradNorm, tokens: run.tokens, flops: run.flops, tokensPerSecond: tps, elapsed: run.elapsed, ...extra });
       }
       emit({ type: 'step', step: run.step, totalSteps, phase: ph.name, loss, lr, gradNorm, tokens: run.tokens, flops: run.flops, tokensPerSecond: tps, elapsed: run.elapsed, extra });
+    };
+
+    /** After step `step`: evaluation, checkpoint, interruption (each needs the weights of exactly that step). */
+    const isSyncPoint = (step: number) =>
+      step === totalSteps ||
+      (config.evalEvery > 0 && step % config.evalEvery === 0) ||
+      (config.checkpointEvery > 0 && step % config.checkpointEvery === 0) ||
+      !!opts.signal?.aborted;
+    const afterBooking = async (): Promise<boolean> => {
       const last = run.step === totalSteps;
-      if (config.evalEvery > 0 && run.step % config.evalEvery === 0 && !last) await doEval();
-      if (config.checkpointEvery > 0 && run.step % config.checkpointEvery === 0 && !last) await save();
+      const evalNow = config.evalEvery > 0 && run.step % config.evalEvery === 0 && !last;
+      const saveNow = config.checkpointEvery > 0 && run.step % config.checkpointEvery === 0 && !last;
+      if ((evalNow || saveNow) && compiled) await compiled.store();
+      if (evalNow) await doEval();
+      if (saveNow) await save();
       // let signal handlers run: on the cpu backends every await above resolves at once, so without
       // this turn of the event loop a Ctrl-C would not be seen until training ends
       await new Promise<void>((r) => setImmediate(r));
       if (opts.signal?.aborted && !last) {
+        if (compiled) await compiled.store();
         interrupted = true;
         await save();
-        break outer;
+        return true;
       }
+      return false;
+    };
+
+    if (compiled) {
+      await compiled.load();
+      const pending: Pending[] = [];
+      const drainOne = async () => {
+        const p = pending.shift()!;
+        const r = await p.result;
+        await finishStep(r.loss, r.gradNorm, p.lr);
+        return afterBooking();
+      };
+      try {
+        while (run.phaseStep + pending.length < ph.steps) {
+          const step = run.step + pending.length; // 0-based index of the step to submit
+          const lr = learningRate(config.optim, step - ph.scheduleStart, ph.scheduleSteps);
+          const batches = Array.from({ length: config.gradAccum }, () => makeBatch(ph, active));
+          optimizer.t += 1;
+          pending.push({ result: (await compiled.submit(batches, lr, optimizer.t)).done, lr });
+          // keep one step in flight while the next is prepared, except where the step's weights are needed
+          while (pending.length > 1 || (pending.length && isSyncPoint(run.step + pending.length))) {
+            if (await drainOne()) break outer;
+          }
+        }
+        while (pending.length) if (await drainOne()) break outer;
+        await compiled.store();
+      } finally {
+        // steps submitted but not booked (an error, an interrupt) are not counted
+        optimizer.t -= pending.length;
+        compiled.dispose();
+      }
+      continue;
+    }
+
+    while (run.phaseStep < ph.steps) {
+      const lr = learningRate(config.optim, run.step - ph.scheduleStart, ph.scheduleSteps);
+      const stepCtx = (p: TrainerPlugin): StepContext => stepCtxAt(p, run.step + 1, run.phaseStep);
+      for (const p of active) await p.beforeStep?.(stepCtx(p));
+      const { loss, gradNorm, applied } = await eagerStep({ config, model, optimizer, sampler, phase: ph, active, phaseCtx: (p) => phaseCtx(ph, p), stepCtx, lr });
+      await finishStep(applied ? loss : NaN, gradNorm, lr);
+      if (await afterBooking()) break outer;
     }
   }
   let valLoss = evals.at(-1)?.valLoss ?? NaN;

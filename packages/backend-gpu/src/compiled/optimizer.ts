@@ -16,7 +16,8 @@
  * bc1 = 1 − β1^t, bc2 = 1 − β2^t from a 16-byte uniform written once per step (adamwUniform).
  * Decay bits: one bit per 64-element granule (no granule straddles two parameters thanks to the
  * alignment), built once by decayBits(). Optional mask (0/1 f32 per element): where it is 0, w', m'
- * and v' are set to +0, so pruned weights and their moments stay exactly zero.
+ * and v' are set to +0, so pruned weights and their moments stay exactly zero. A non-finite norm
+ * (inf or NaN: the step diverged) skips the update, so the weights stay those of the last good step.
  */
 import { cdiv, dim, f32lit, grid, makeKernel, type BindingSpec, type KernelSpec } from './kernel.js';
 
@@ -103,6 +104,8 @@ export function adamw(p: AdamWParams): KernelSpec {
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) lid : u32) {
   let i = ${g.flat} * 256u + lid;
   if (i >= ${N}u) { return; }
+  // a non-finite gradient norm (a diverged step) leaves weights and moments as they were
+  if ((bitcast<u32>(clip[0]) & 0x7f800000u) == 0x7f800000u) { return; }
   let gs = g[i] * clip[1];
   let m1 = ${keep(`m[i] * ${b1} + gs * ${f32lit(1 - p.beta1)}`)};
   let v1 = ${keep(`v[i] * ${b2} + (gs * gs) * ${f32lit(1 - p.beta2)}`)};

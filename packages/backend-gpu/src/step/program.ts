@@ -1,0 +1,574 @@
+/// <reference types="@webgpu/types" />
+/**
+ * The compiled training step on WebGPU: a Schedule (@patchflow/dataflow-runtime lowerStep) bound to
+ * GPU buffers once and replayed every step.
+ *
+ * GpuTrainingState holds what lives across steps and phases: the flat parameter, gradient and AdamW
+ * moment buffers (one range per parameter, the schedule's layout), the decay bits and the masks.
+ * A StepProgram is one phase's schedule: its arena and input buffers, one pipeline per kernel, one bind
+ * group per dispatch (per micro-batch where inputs differ), all created once. A step writes the
+ * micro-batches' token ids, labels and the embedding's CSR index, and the 16-byte AdamW uniform, then
+ * encodes the prebuilt dispatches into one compute pass and submits once. Its loss and gradient norm
+ * are copied to a staging buffer of a small ring and mapped asynchronously: the caller may submit the
+ * next step before reading this one's loss.
+ */
+import type { Call, FlatEntry, Place, Schedule } from '@patchflow/dataflow-runtime';
+import {
+  KernelRunner,
+  adamw,
+  adamwUniform,
+  attentionBackward,
+  attentionForward,
+  blockSparseDw,
+  blockSparseDx,
+  blockSparseForward,
+  cdiv,
+  colSum,
+  crossEntropy,
+  decayBits,
+  defaultTile,
+  embeddingBackward,
+  embeddingCsr,
+  embeddingForward,
+  fill,
+  gradNorm,
+  grid,
+  layerNormBackward,
+  layerNormForward,
+  lossSum,
+  makeKernel,
+  matmul,
+  positionBackward,
+  rotaryTable,
+  settle,
+  withWritableInputs,
+  type KernelSpec,
+  type TileConfig,
+} from '../compiled/index.js';
+
+/** A failure of the GPU itself (device lost, an uncaptured error): the run stops; its last checkpoint stays. */
+export class GpuRuntimeError extends Error {
+  override name = 'GpuRuntimeError';
+  readonly userError = true;
+  readonly exitCode = 1;
+}
+
+/** A model that does not fit the adapter: which buffer, how many bytes, and the limit. */
+export class GpuLimitError extends Error {
+  override name = 'GpuLimitError';
+  readonly userError = true;
+  readonly exitCode = 2;
+}
+
+const STORAGE = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+const ALIGN = 256;
+const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
+
+interface Range {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+}
+
+/** Parameters, gradients, AdamW moments (flat), decay bits and masks: what survives across steps and phases. */
+export class GpuTrainingState {
+  readonly params: GPUBuffer;
+  readonly grads: GPUBuffer;
+  readonly m: GPUBuffer;
+  readonly v: GPUBuffer;
+  readonly decay: GPUBuffer;
+  /** 0/1 per element of the flat buffers (1 outside masked parameters); absent without masks. */
+  mask?: GPUBuffer;
+  /** Block masks (i32 [K/b, N/b]) of parameters on the block-sparse kernels. */
+  readonly blockMasks = new Map<string, GPUBuffer>();
+  private readonly byName: Map<string, FlatEntry>;
+
+  constructor(
+    readonly device: GPUDevice,
+    readonly flat: FlatEntry[],
+    readonly size: number,
+  ) {
+    const bytes = size * 4;
+    checkBinding(device, 'the flat parameter buffer', bytes);
+    this.params = device.createBuffer({ label: 'params', size: bytes, usage: STORAGE() });
+    this.grads = device.createBuffer({ label: 'grads', size: bytes, usage: STORAGE() });
+    this.m = device.createBuffer({ label: 'adam m', size: bytes, usage: STORAGE() });
+    this.v = device.createBuffer({ label: 'adam v', size: bytes, usage: STORAGE() });
+    const bits = decayBits(size, flat.filter((f) => f.decay).map((f) => [f.offset, f.offset + f.size] as [number, number]));
+    this.decay = device.createBuffer({ label: 'decay bits', size: Math.max(16, bits.byteLength), usage: STORAGE() });
+    put(device, this.decay, 0, bits);
+    this.byName = new Map(flat.map((f) => [f.name, f]));
+  }
+
+  entry(name: string): FlatEntry {
+    const e = this.byName.get(name);
+    if (!e) throw new Error(`compiled step: no parameter ${name} in the flat layout`);
+    return e;
+  }
+
+  range(space: 'param' | 'grad' | 'm' | 'v', name: string): Range {
+    const e = this.entry(name);
+    const buffer = { param: this.params, grad: this.grads, m: this.m, v: this.v }[space];
+    return { buffer, offset: e.offset * 4, size: e.size * 4 };
+  }
+
+  /** Writes one of the flat buffers from per-parameter arrays (all parameters of the layout). */
+  write(space: 'param' | 'm' | 'v', values: (name: string) => Float32Array): void {
+    const all = new Float32Array(this.size);
+    for (const e of this.flat) {
+      const v = values(e.name);
+      if (v.length !== e.size) throw new Error(`compiled step: ${space} of ${e.name} has ${v.length} values, expected ${e.size}`);
+      all.set(v, e.offset);
+    }
+    put(this.device, { param: this.params, m: this.m, v: this.v }[space], 0, all);
+  }
+
+  /** Reads one of the flat buffers back, split by parameter. */
+  async read(space: 'param' | 'grad' | 'm' | 'v'): Promise<Map<string, Float32Array>> {
+    const buffer = { param: this.params, grad: this.grads, m: this.m, v: this.v }[space];
+    const all = await readBuffer(this.device, buffer, this.size * 4);
+    return new Map(this.flat.map((e) => [e.name, all.slice(e.offset, e.offset + e.size)]));
+  }
+
+  /**
+   * Sets the masks of pruned parameters: `dense` as 0/1 per element (AdamW keeps the zeros; the
+   * gradient is masked before the norm), `block` as the block mask of the block-sparse kernels.
+   * Parameters not named keep 1.
+   */
+  setMasks(masks: Map<string, { mask: Uint8Array | Float32Array; blockMask?: Int32Array }>): void {
+    if (!masks.size) return;
+    const all = new Float32Array(this.size).fill(1);
+    for (const [name, m] of masks) {
+      const e = this.entry(name);
+      for (let i = 0; i < e.size; i++) all[e.offset + i] = m.mask[i] ? 1 : 0;
+      if (m.blockMask) {
+        const buf = this.blockMasks.get(name) ?? this.device.createBuffer({ label: `block mask ${name}`, size: Math.max(16, Math.ceil(m.blockMask.byteLength / 16) * 16), usage: STORAGE() });
+        put(this.device, buf, 0, m.blockMask);
+        this.blockMasks.set(name, buf);
+      }
+    }
+    this.mask ??= this.device.createBuffer({ label: 'mask', size: this.size * 4, usage: STORAGE() });
+    put(this.device, this.mask, 0, all);
+  }
+
+  zeroMoments(): void {
+    const zeros = new Float32Array(this.size);
+    put(this.device, this.m, 0, zeros);
+    put(this.device, this.v, 0, zeros);
+  }
+
+  destroy(): void {
+    for (const b of [this.params, this.grads, this.m, this.v, this.decay, this.mask, ...this.blockMasks.values()]) b?.destroy();
+  }
+}
+
+/** queue.writeBuffer of a typed array (any ArrayBufferLike). */
+function put(device: GPUDevice, buffer: GPUBuffer, offset: number, data: Float32Array | Int32Array | Uint32Array): void {
+  device.queue.writeBuffer(buffer, offset, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+}
+
+function checkBinding(device: GPUDevice, what: string, bytes: number): void {
+  const l = device.limits;
+  if (bytes > l.maxBufferSize) throw new GpuLimitError(`${what} needs ${fmtBytes(bytes)}, more than this adapter's maxBufferSize (${fmtBytes(l.maxBufferSize)}); use a smaller model or batch`);
+  if (bytes > l.maxStorageBufferBindingSize) {
+    throw new GpuLimitError(`${what} needs ${fmtBytes(bytes)} in one binding, more than this adapter's maxStorageBufferBindingSize (${fmtBytes(l.maxStorageBufferBindingSize)}); use a smaller model or batch`);
+  }
+}
+
+export function fmtBytes(n: number): string {
+  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(2)} GiB` : n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
+}
+
+async function readBuffer(device: GPUDevice, buffer: GPUBuffer, bytes: number): Promise<Float32Array> {
+  const staging = device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 16) * 16), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const enc = device.createCommandEncoder();
+  enc.copyBufferToBuffer(buffer, 0, staging, 0, Math.ceil(bytes / 4) * 4);
+  device.queue.submit([enc.finish()]);
+  await settle(staging.mapAsync(GPUMapMode.READ));
+  const out = new Float32Array(staging.getMappedRange().slice(0, bytes));
+  staging.unmap();
+  staging.destroy();
+  return out;
+}
+
+/** out[i] *= mask[i]: a gradient masked before the norm (parameters pruned without the block kernels). */
+function maskGrad(n: number): KernelSpec {
+  const g = grid(cdiv(n, 256));
+  return makeKernel({
+    label: `mask gradient ${n}`,
+    bindings: [
+      { name: 'mask', access: 'read' },
+      { name: 'out', access: 'read_write' },
+    ],
+    types: { mask: 'array<f32>', out: 'array<f32>' },
+    workgroups: g.workgroups,
+    body: `@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) lid : u32) {
+  let i = ${g.flat} * 256u + lid;
+  if (i < ${n}u) { out[i] = select(0.0, out[i], mask[i] != 0.0); }
+}`,
+  });
+}
+
+/** One micro-batch's inputs: token ids [B, K·T] and labels [B·T, K] (row-major, as the trainer builds them). */
+export interface MicroBatch {
+  ids: Int32Array;
+  labels: Int32Array;
+}
+
+export interface StepResult {
+  /** Mean loss over the step's micro-batches. */
+  loss: number;
+  /** Gradient norm before clipping. */
+  gradNorm: number;
+}
+
+export interface ProgramOptions {
+  /** AdamW settings (optim.ts). */
+  optim: { beta1: number; beta2: number; eps: number; weightDecay: number };
+  /** Matmul tile per call label (autotuned), else defaultTile. */
+  tiles?: Record<string, TileConfig>;
+  /** Fill the arena with NaN before every step (tests: proves no kernel reads what it has not written). */
+  poison?: boolean;
+}
+
+interface Dispatch {
+  spec: KernelSpec;
+  group: GPUBindGroup;
+}
+
+/** One phase's compiled step over a GpuTrainingState. */
+export class StepProgram {
+  readonly dispatchesPerStep: number;
+  readonly arena: GPUBuffer;
+  private readonly runner: KernelRunner;
+  private readonly ids: GPUBuffer[] = [];
+  private readonly labels: GPUBuffer[] = [];
+  private readonly csrOffsets: GPUBuffer[] = [];
+  private readonly csrPositions: GPUBuffer[] = [];
+  private readonly loss: GPUBuffer;
+  private readonly norm: GPUBuffer;
+  private readonly uniform: GPUBuffer;
+  private readonly scratch: GPUBuffer;
+  private readonly extra: GPUBuffer[] = [];
+  private readonly prologue: Dispatch[] = [];
+  private readonly body: Dispatch[][] = [];
+  private readonly epilogue: Dispatch[] = [];
+  private readonly poisonDispatch?: Dispatch;
+  private readonly staging: GPUBuffer[] = [];
+  private readonly busy = new Set<GPUBuffer>();
+  private readonly waiters: (() => void)[] = [];
+  private readonly specs = new Map<string, KernelSpec>();
+  readonly kernels: string[] = [];
+
+  private constructor(
+    readonly device: GPUDevice,
+    readonly schedule: Schedule,
+    readonly state: GpuTrainingState,
+    readonly opts: ProgramOptions,
+  ) {
+    this.runner = new KernelRunner(device);
+    const meta = schedule.meta;
+    const accum = meta.gradAccum;
+    checkBinding(device, 'the activation arena', schedule.arenaBytes);
+    this.arena = device.createBuffer({ label: 'arena', size: Math.max(256, align(schedule.arenaBytes)), usage: STORAGE() });
+    const idsBytes = meta.batch * meta.tokensPerRow * 4;
+    const labelBytes = meta.batch * meta.positions * meta.patchSize * 4;
+    for (let i = 0; i < accum; i++) {
+      this.ids.push(device.createBuffer({ label: `ids ${i}`, size: align(idsBytes), usage: STORAGE() }));
+      this.labels.push(device.createBuffer({ label: `labels ${i}`, size: align(labelBytes), usage: STORAGE() }));
+      this.csrOffsets.push(device.createBuffer({ label: `csr offsets ${i}`, size: align((meta.model.vocabSize + 1) * 4), usage: STORAGE() }));
+      this.csrPositions.push(device.createBuffer({ label: `csr positions ${i}`, size: align(idsBytes), usage: STORAGE() }));
+    }
+    this.loss = device.createBuffer({ label: 'loss', size: ALIGN * accum, usage: STORAGE() });
+    this.norm = device.createBuffer({ label: 'grad norm', size: 256, usage: STORAGE() });
+    this.uniform = device.createBuffer({ label: 'adamw step', size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    this.scratch = device.createBuffer({ label: 'scratch', size: align(this.scratchBytes()), usage: STORAGE() });
+    for (let i = 0; i < 3; i++) this.staging.push(device.createBuffer({ label: `staging ${i}`, size: align((accum + 2) * 4), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }));
+    for (const c of schedule.prologue) this.prologue.push(...this.lower(c, 0));
+    for (let i = 0; i < accum; i++) this.body.push(schedule.body.flatMap((c) => this.lower(c, i)));
+    for (const c of schedule.epilogue) this.epilogue.push(...this.lower(c, 0));
+    if (opts.poison) {
+      const words = this.arena.size / 4;
+      const spec = makeKernel({
+        label: `poison arena ${words}`,
+        bindings: [{ name: 'out', access: 'read_write' }],
+        types: { out: 'array<u32>' },
+        workgroups: grid(cdiv(words, 256)).workgroups,
+        body: `@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) lid : u32) {
+  let i = ${grid(cdiv(words, 256)).flat} * 256u + lid;
+  if (i < ${words}u) { out[i] = 0x7fc00000u; }
+}`,
+      });
+      this.poisonDispatch = { spec, group: this.runner.bind(spec, [this.arena]) };
+    }
+    this.dispatchesPerStep = this.prologue.length + this.body.reduce((a, b) => a + b.length, 0) + this.epilogue.length;
+  }
+
+  /** Builds the program: pipelines compiled (WGSL errors reported), buffers and bind groups created. */
+  static async create(device: GPUDevice, schedule: Schedule, state: GpuTrainingState, opts: ProgramOptions): Promise<StepProgram> {
+    device.pushErrorScope('validation');
+    const p = new StepProgram(device, schedule, state, opts);
+    for (const spec of p.specs.values()) await p.runner.pipelineAsync(spec);
+    const err = await settle(device.popErrorScope());
+    if (err) throw new Error(`compiled step: WebGPU validation failed while building the step: ${err.message}`);
+    return p;
+  }
+
+  /** Scratch floats the multi-stage kernels need (one shared buffer: calls run one after another). */
+  private scratchBytes(): number {
+    const m = this.schedule.meta;
+    let floats = m.batch * m.model.nHead * m.positions; // attention delta
+    for (const c of [...this.schedule.body, ...this.schedule.epilogue]) {
+      if (c.op === 'colsum') floats = Math.max(floats, colSum({ m: c.m, n: c.n }).scratchFloats);
+      if (c.op === 'layernorm-grad') floats = Math.max(floats, layerNormBackward({ rows: c.rows, cols: c.cols }).scratchFloats);
+      if (c.op === 'grad-norm') floats = Math.max(floats, gradNorm({ n: this.state.size, gradClip: c.clip }).scratchFloats);
+    }
+    return floats * 4;
+  }
+
+  private place(id: string): Place {
+    const p = this.schedule.places[id];
+    if (!p) throw new Error(`compiled step: tensor ${id} has no place in the memory plan`);
+    return p;
+  }
+
+  /** The buffer range of tensor `id` for micro-batch `micro`. */
+  private range(id: string, micro: number): Range {
+    const p = this.place(id);
+    switch (p.space) {
+      case 'param':
+      case 'grad':
+      case 'm':
+      case 'v':
+        return this.state.range(p.space, p.param);
+      case 'arena':
+        return { buffer: this.arena, offset: p.offset, size: Math.ceil(p.bytes / 4) * 4 };
+      case 'ids':
+        return { buffer: this.ids[micro]!, offset: 0, size: this.ids[micro]!.size };
+      case 'labels':
+        return { buffer: this.labels[micro]!, offset: 0, size: this.labels[micro]!.size };
+      case 'loss':
+        return { buffer: this.loss, offset: micro * ALIGN, size: 4 };
+      case 'norm':
+        return { buffer: this.norm, offset: 0, size: 8 };
+      case 'mask': {
+        const b = this.state.blockMasks.get(p.param);
+        if (!b) throw new Error(`compiled step: no block mask for ${p.param}`);
+        return { buffer: b, offset: 0, size: b.size };
+      }
+    }
+  }
+
+  /** Binds `spec` (its writable-inputs variant where one buffer is both read and written) and records it. */
+  private dispatch(spec: KernelSpec, resources: Range[]): Dispatch {
+    const writes = new Set(resources.filter((_, i) => spec.bindings[i]!.access === 'read_write').map((r) => r.buffer));
+    const clash = resources.some((r, i) => spec.bindings[i]!.access === 'read' && writes.has(r.buffer));
+    const s = clash ? withWritableInputs(spec) : spec;
+    this.specs.set(s.key, s);
+    if (!this.kernels.includes(s.label)) this.kernels.push(s.label);
+    return { spec: s, group: this.runner.bind(s, resources) };
+  }
+
+  private tile(c: Extract<Call, { op: 'matmul' }>): TileConfig {
+    return this.opts.tiles?.[c.label] ?? defaultTile(c.m, c.n);
+  }
+
+  /** A call's dispatches for micro-batch `micro`. */
+  private lower(c: Call, micro: number): Dispatch[] {
+    const r = (id: string) => this.range(id, micro);
+    const scratch = (floats: number): Range => ({ buffer: this.scratch, offset: 0, size: floats * 4 });
+    switch (c.op) {
+      case 'embed': {
+        const spec = embeddingForward({ rows: c.rows, t: c.t, d: c.d, vocab: c.vocab, k: c.k, positions: !!c.pos });
+        return [this.dispatch(spec, [r(c.ids), r(c.table), ...(c.pos ? [r(c.pos)] : []), r(c.out)])];
+      }
+      case 'layernorm': {
+        const stats = r(c.stats);
+        const half = align(c.rows * 4);
+        const spec = layerNormForward({ rows: c.rows, cols: c.cols });
+        return [this.dispatch(spec, [r(c.x), r(c.gain), r(c.bias), r(c.out), { buffer: stats.buffer, offset: stats.offset, size: c.rows * 4 }, { buffer: stats.buffer, offset: stats.offset + half, size: c.rows * 4 }])];
+      }
+      case 'matmul': {
+        if (c.blockSparse) {
+          const bs = c.blockSparse;
+          const mask = r(bs.mask);
+          if (bs.part === 'forward') {
+            const spec = blockSparseForward({ rows: c.m, k: c.k, n: c.n, blockSize: bs.block, bias: !!c.bias });
+            return [this.dispatch(spec, [r(c.a), r(c.b), mask, ...(c.bias ? [r(c.bias)] : []), r(c.out)])];
+          }
+          if (bs.part === 'dx') {
+            // dx [rows, in] = dy [rows, out] · (W ⊙ M)ᵀ with W [in, out]
+            const spec = blockSparseDx({ rows: c.m, k: c.n, n: c.k, blockSize: bs.block });
+            return [this.dispatch(spec, [r(c.a), r(c.b), mask, r(c.out)])];
+          }
+          const spec = blockSparseDw({ rows: c.k, k: c.m, n: c.n, blockSize: bs.block, accumulate: c.accumulate });
+          return [this.dispatch(spec, [r(c.a), r(c.b), mask, r(c.out)])];
+        }
+        const spec = matmul({
+          m: c.m, n: c.n, k: c.k, transA: c.transA, transB: c.transB,
+          bias: !!c.bias, gelu: c.gelu ? 'both' : 'none', geluBackward: !!c.geluBackward, residual: !!c.residual, accumulate: c.accumulate,
+          tile: this.tile(c),
+        });
+        const res = [r(c.a), r(c.b)];
+        if (c.bias) res.push(r(c.bias));
+        if (c.residual) res.push(r(c.residual));
+        if (c.geluBackward) res.push(r(c.geluBackward));
+        res.push(r(c.out));
+        if (c.gelu) res.push(r(c.gelu.pre));
+        return [this.dispatch(spec, res)];
+      }
+      case 'attention': {
+        const spec = attentionForward({ batch: c.batch, t: c.t, heads: c.heads, headDim: c.headDim, rotary: c.rotary });
+        return [this.dispatch(spec, [r(c.qkv), ...(c.rotary ? [this.rotaryTable(c.t, c.headDim)] : []), r(c.out), r(c.lse)])];
+      }
+      case 'attention-grad': {
+        const k = attentionBackward({ batch: c.batch, t: c.t, heads: c.heads, headDim: c.headDim, rotary: c.rotary });
+        const delta = scratch(c.batch * c.heads * c.t);
+        const table = c.rotary ? [this.rotaryTable(c.t, c.headDim)] : [];
+        const common = [r(c.qkv), r(c.dout), r(c.lse), delta, ...table, r(c.dqkv)];
+        return [this.dispatch(k.delta, [r(c.out), r(c.dout), delta]), this.dispatch(k.dkdv, common), this.dispatch(k.dq, common)];
+      }
+      case 'xent': {
+        const spec = crossEntropy({ rows: c.rows, vocab: c.vocab, k: c.k, smoothing: c.smoothing, gradScale: c.gradScale });
+        const sum = lossSum({ rows: c.rows, scale: c.lossScale });
+        return [this.dispatch(spec, [r(c.logits), r(c.labels), r(c.rowLoss)]), this.dispatch(sum, [r(c.rowLoss), r(c.loss)])];
+      }
+      case 'colsum': {
+        const k = colSum({ m: c.m, n: c.n, accumulate: c.accumulate });
+        const part = scratch(k.scratchFloats);
+        return [this.dispatch(k.partial, [r(c.x), part]), this.dispatch(k.reduce, [part, r(c.out)])];
+      }
+      case 'layernorm-grad': {
+        const k = layerNormBackward({ rows: c.rows, cols: c.cols, accumulate: c.accumulate, accumulateParams: c.accumulateParams });
+        const stats = r(c.stats);
+        const half = align(c.rows * 4);
+        const mean = { buffer: stats.buffer, offset: stats.offset, size: c.rows * 4 };
+        const rstd = { buffer: stats.buffer, offset: stats.offset + half, size: c.rows * 4 };
+        const part = scratch(k.scratchFloats);
+        return [
+          this.dispatch(k.dx, [r(c.dy), r(c.x), r(c.gain), mean, rstd, r(c.dx)]),
+          this.dispatch(k.partial, [r(c.dy), r(c.x), mean, rstd, part]),
+          this.dispatch(k.reduce, [part, r(c.dgain), r(c.dbias)]),
+        ];
+      }
+      case 'positions-grad':
+        return [this.dispatch(positionBackward({ rows: c.rows, t: c.t, d: c.d, accumulate: c.accumulate }), [r(c.dy), r(c.out)])];
+      case 'embed-grad': {
+        const spec = embeddingBackward({ rows: c.rows, t: c.t, d: c.d, vocab: c.vocab, k: c.k, accumulate: c.accumulate });
+        const off = this.csrOffsets[micro]!;
+        const pos = this.csrPositions[micro]!;
+        return [this.dispatch(spec, [{ buffer: off, offset: 0, size: off.size }, { buffer: pos, offset: 0, size: pos.size }, r(c.dy), r(c.out)])];
+      }
+      case 'mask-grad': {
+        const e = this.state.entry(c.param);
+        if (!this.state.mask) throw new Error(`compiled step: ${c.param} is masked but no masks were set`);
+        return [this.dispatch(maskGrad(c.n), [{ buffer: this.state.mask, offset: e.offset * 4, size: e.size * 4 }, this.state.range('grad', c.param)])];
+      }
+      case 'zero-grads':
+        return [this.dispatch(fill({ n: this.state.size }), [{ buffer: this.state.grads, offset: 0, size: this.state.size * 4 }])];
+      case 'grad-norm': {
+        const k = gradNorm({ n: this.state.size, gradClip: c.clip });
+        const part = scratch(k.scratchFloats);
+        return [this.dispatch(k.partial, [{ buffer: this.state.grads, offset: 0, size: this.state.size * 4 }, part]), this.dispatch(k.reduce, [part, { buffer: this.norm, offset: 0, size: 8 }])];
+      }
+      case 'adamw': {
+        const masked = c.masked.length > 0;
+        if (masked && !this.state.mask) throw new Error('compiled step: AdamW is masked but no masks were set');
+        const spec = adamw({ n: this.state.size, ...this.opts.optim, masked });
+        const all = (b: GPUBuffer) => ({ buffer: b, offset: 0, size: this.state.size * 4 });
+        return [
+          this.dispatch(spec, [
+            all(this.state.params), all(this.state.grads), all(this.state.m), all(this.state.v),
+            { buffer: this.state.decay, offset: 0, size: this.state.decay.size },
+            { buffer: this.norm, offset: 0, size: 8 },
+            { buffer: this.uniform, offset: 0, size: 16 },
+            ...(masked ? [all(this.state.mask!)] : []),
+          ]),
+        ];
+      }
+    }
+  }
+
+  private tables = new Map<string, Range>();
+  private rotaryTable(t: number, headDim: number): Range {
+    const key = `${t}x${headDim}`;
+    let r = this.tables.get(key);
+    if (!r) {
+      const data = rotaryTable(t, headDim);
+      const buffer = this.device.createBuffer({ label: `rotary ${key}`, size: align(data.byteLength), usage: STORAGE() });
+      put(this.device, buffer, 0, data);
+      this.extra.push(buffer);
+      r = { buffer, offset: 0, size: data.byteLength };
+      this.tables.set(key, r);
+    }
+    return r;
+  }
+
+  private async stagingBuffer(): Promise<GPUBuffer> {
+    for (;;) {
+      const free = this.staging.find((b) => !this.busy.has(b));
+      if (free) {
+        this.busy.add(free);
+        return free;
+      }
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+  }
+
+  /**
+   * Runs one optimizer step: writes the micro-batches' inputs and the AdamW uniform (learning rate
+   * `lr`, update `t`, 1-based), encodes every dispatch into one pass, submits, and returns a promise of
+   * the step's loss and gradient norm as `done` (it resolves once the GPU has finished the step; the
+   * next step can be submitted before).
+   */
+  async submit(micro: MicroBatch[], lr: number, t: number, debug: { skipOptimizer?: boolean } = {}): Promise<{ done: Promise<StepResult> }> {
+    const meta = this.schedule.meta;
+    if (micro.length !== meta.gradAccum) throw new Error(`compiled step: ${micro.length} micro-batches, expected ${meta.gradAccum}`);
+    micro.forEach((mb, i) => {
+      put(this.device, this.ids[i]!, 0, mb.ids);
+      put(this.device, this.labels[i]!, 0, mb.labels);
+      const csr = embeddingCsr(mb.ids, meta.model.vocabSize);
+      put(this.device, this.csrOffsets[i]!, 0, csr.offsets);
+      put(this.device, this.csrPositions[i]!, 0, csr.positions);
+    });
+    put(this.device, this.uniform, 0, adamwUniform(this.opts.optim, lr, t));
+    const staging = await this.stagingBuffer();
+    const enc = this.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    const run = (d: Dispatch) => {
+      pass.setPipeline(this.runner.pipeline(d.spec));
+      pass.setBindGroup(0, d.group);
+      pass.dispatchWorkgroups(...d.spec.workgroups);
+    };
+    for (const d of this.prologue) run(d);
+    for (const b of this.body) {
+      if (this.poisonDispatch) run(this.poisonDispatch);
+      for (const d of b) run(d);
+    }
+    for (const d of debug.skipOptimizer ? this.epilogue.slice(0, -1) : this.epilogue) run(d);
+    pass.end();
+    micro.forEach((_, i) => enc.copyBufferToBuffer(this.loss, i * ALIGN, staging, i * 4, 4));
+    enc.copyBufferToBuffer(this.norm, 0, staging, micro.length * 4, 8);
+    this.device.queue.submit([enc.finish()]);
+    const done = (async () => {
+      try {
+        await settle(staging.mapAsync(GPUMapMode.READ));
+        const v = new Float32Array(staging.getMappedRange().slice(0, (micro.length + 2) * 4));
+        staging.unmap();
+        let loss = 0;
+        for (let i = 0; i < micro.length; i++) loss += v[i]!;
+        return { loss: loss / micro.length, gradNorm: v[micro.length]! };
+      } finally {
+        this.busy.delete(staging);
+        this.waiters.shift()?.();
+      }
+    })();
+    return { done };
+  }
+
+  destroy(): void {
+    for (const b of [this.arena, ...this.ids, ...this.labels, ...this.csrOffsets, ...this.csrPositions, this.loss, this.norm, this.uniform, this.scratch, ...this.staging, ...this.extra]) b.destroy();
+  }
+}
