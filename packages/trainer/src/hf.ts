@@ -257,7 +257,6 @@ export function hfConfig(m: ModelConfig, special: { bos: number | null; eos: num
       use_cache: true,
       bos_token_id: special.bos,
       eos_token_id: special.eos,
-      torch_dtype: 'float32',
     };
   }
   return {
@@ -275,7 +274,6 @@ export function hfConfig(m: ModelConfig, special: { bos: number | null; eos: num
     // legacy keys, read by every transformers version (v5 turns them into rope_parameters)
     rotary_pct: 1.0,
     rotary_emb_base: PATCHFLOW_ROPE_BASE,
-    rope_scaling: null,
     attention_bias: true,
     attention_dropout: 0,
     hidden_dropout: 0,
@@ -284,8 +282,19 @@ export function hfConfig(m: ModelConfig, special: { bos: number | null; eos: num
     use_cache: true,
     bos_token_id: special.bos,
     eos_token_id: special.eos,
-    torch_dtype: 'float32',
   };
+}
+
+/** config.json keys that transformers types as float: written with a decimal point even when whole (0.0, 1.0). */
+const FLOAT_KEYS = new Set(['resid_pdrop', 'embd_pdrop', 'attn_pdrop', 'attention_dropout', 'hidden_dropout', 'rotary_pct', 'layer_norm_epsilon', 'layer_norm_eps', 'initializer_range']);
+
+/** JSON text of a config, whole numbers of FLOAT_KEYS written as floats (typed configs may reject an int where a float is declared). */
+export function hfConfigJson(cfg: Record<string, unknown>): string {
+  return (
+    JSON.stringify(cfg, null, 2).replace(/^(\s*)"(\w+)": (-?\d+)(,?)$/gm, (line, ind: string, key: string, n: string, comma: string) =>
+      FLOAT_KEYS.has(key) ? `${ind}"${key}": ${n}.0${comma}` : line,
+    ) + '\n'
+  );
 }
 
 type Json = Record<string, unknown>;
@@ -321,6 +330,7 @@ export function modelConfigFromHf(cfg: Json, where = 'config.json'): { architect
   if (cfg === null || typeof cfg !== 'object' || Array.isArray(cfg)) throw new HfError(`${where}: not a JSON object`);
   const type = cfg.model_type;
   if (type === 'gpt2') {
+    // fallbacks are GPT2Config's defaults: save_pretrained leaves out values equal to them
     const d = int(cfg, 'n_embd', where, 768);
     const model: ModelConfig = {
       vocabSize: int(cfg, 'vocab_size', where, 50257),
@@ -342,13 +352,14 @@ export function modelConfigFromHf(cfg: Json, where = 'config.json'): { architect
     return { architecture: 'gpt2', model: checked(model, where), attentionBias: true };
   }
   if (type === 'gpt_neox') {
-    const d = int(cfg, 'hidden_size', where);
+    // fallbacks are GPTNeoXConfig's defaults: save_pretrained leaves out values equal to them
+    const d = int(cfg, 'hidden_size', where, 6144);
     const model: ModelConfig = {
-      vocabSize: int(cfg, 'vocab_size', where),
-      nLayer: int(cfg, 'num_hidden_layers', where),
-      nHead: int(cfg, 'num_attention_heads', where),
+      vocabSize: int(cfg, 'vocab_size', where, 50432),
+      nLayer: int(cfg, 'num_hidden_layers', where, 44),
+      nHead: int(cfg, 'num_attention_heads', where, 64),
       dModel: d,
-      dFF: int(cfg, 'intermediate_size', where),
+      dFF: int(cfg, 'intermediate_size', where, 24576),
       seqLen: int(cfg, 'max_position_embeddings', where, 2048),
       positions: 'rotary',
       // GPTNeoXConfig's default is false
@@ -607,7 +618,7 @@ export function exportHf(checkpointDir: string, outDir: string, opts: HfExportOp
   };
   // transformers refuses a safetensors file whose metadata lacks format "pt"
   put('model.safetensors', encodeSafetensors(tensors, { format: 'pt', producer: 'patchflow', patchflow_step: String(st.step) }));
-  put('config.json', JSON.stringify(hfConfig(m, specialIds(tokenizer)), null, 2) + '\n');
+  put('config.json', hfConfigJson(hfConfig(m, specialIds(tokenizer))));
   if (opts.tokenizer !== false) {
     const json = tokenizer.kind === 'byte' ? byteTokenizerJson() : (tokenizer as HfTokenizer).json;
     put('tokenizer.json', json);

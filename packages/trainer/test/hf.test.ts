@@ -304,8 +304,13 @@ describe('export -> import round trip', () => {
     const ex = exportHf(dir, hfDir);
     expect(ex.architecture).toBe(c.arch);
     expect(fs.readdirSync(hfDir).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
-    const cfg = JSON.parse(fs.readFileSync(path.join(hfDir, 'config.json'), 'utf8'));
+    const cfgText = fs.readFileSync(path.join(hfDir, 'config.json'), 'utf8');
+    const cfg = JSON.parse(cfgText);
     expect(cfg.tie_word_embeddings).toBe(c.over.tiedEmbeddings);
+    expect(cfg.architectures).toEqual([c.arch === 'gpt2' ? 'GPT2LMHeadModel' : 'GPTNeoXForCausalLM']);
+    // float-typed keys stay floats in Python when whole
+    if (c.arch === 'gpt2') expect(cfgText).toMatch(/"resid_pdrop": 0\.0,\n/);
+    else expect(cfgText).toMatch(/"rotary_pct": 1\.0,\n[^]*"attention_dropout": 0\.0,/);
     const st = readSafetensorsAsFloat32(path.join(hfDir, 'model.safetensors'));
     expect(st.metadata.format).toBe('pt');
     expect(Object.keys(st.tensors).some((k) => k === 'lm_head.weight' || k === 'embed_out.weight')).toBe(!c.over.tiedEmbeddings);
@@ -453,6 +458,9 @@ async function rounded(model: GPT, round: (x: Float32Array) => Float32Array, zer
   return copy;
 }
 
+/** Keys whose value equals GPT2Config's default: transformers' save_pretrained leaves them out. */
+const DEFAULTS_LEFT_OUT = { activation_function: undefined, layer_norm_epsilon: undefined, tie_word_embeddings: undefined, scale_attn_weights: undefined, scale_attn_by_inverse_layer_idx: undefined, add_cross_attention: undefined, n_ctx: undefined };
+
 describe('import of directories other writers produce', () => {
   const id = (x: Float32Array) => x;
   const viaF16 = (x: Float32Array) => f16ToF32(f32ToF16(x));
@@ -461,7 +469,7 @@ describe('import of directories other writers produce', () => {
     return new Float32Array(Uint32Array.from(b, (v) => v << 16).buffer);
   };
   const variants = [
-    { name: 'GPT-2, no "transformer." prefix, BOOL mask buffers, F16', over: { positions: 'learned', tiedEmbeddings: true }, o: { stripPrefix: true, buffers: true, dtype: 'F16' }, round: viaF16 },
+    { name: 'GPT-2, no "transformer." prefix, BOOL mask buffers, F16', over: { positions: 'learned', tiedEmbeddings: true }, o: { stripPrefix: true, buffers: true, dtype: 'F16', config: DEFAULTS_LEFT_OUT }, round: viaF16 },
     { name: 'GPT-2, BF16, tied head stored anyway, two shards', over: { positions: 'learned', tiedEmbeddings: true }, o: { dtype: 'BF16', storeTiedHead: true, shards: true }, round: viaBf16 },
     { name: 'GPT-2 untied, F64, n_inner null (4·d), reorder_and_upcast_attn', over: { positions: 'learned', tiedEmbeddings: false, dFF: 64 }, o: { dtype: 'F64', config: { n_inner: null, reorder_and_upcast_attn: true, activation_function: 'gelu_pytorch_tanh' } }, round: id },
     { name: 'GPT-NeoX, no prefix, buffers and inv_freq, F16, v5 rope_parameters', over: { positions: 'rotary', tiedEmbeddings: false }, o: { stripPrefix: true, buffers: true, dtype: 'F16', config: { rotary_pct: undefined, rotary_emb_base: undefined, rope_parameters: { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 1.0 } } }, round: viaF16 },
