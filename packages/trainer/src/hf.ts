@@ -535,7 +535,7 @@ export function isByteTokenizerJson(json: string): boolean {
   const model = spec.model as Json;
   const pre = spec.pre_tokenizer as Json | null;
   if (t.modelType !== 'BPE' || t.vocabSize !== 256 || (Array.isArray(spec.added_tokens) && spec.added_tokens.length > 0)) return false;
-  if (!Array.isArray(model.merges) || model.merges.length !== 0 || spec.normalizer !== null) return false;
+  if (!Array.isArray(model.merges) || model.merges.length !== 0 || (spec.normalizer !== null && spec.normalizer !== undefined)) return false;
   if (!pre || pre.type !== 'ByteLevel' || pre.add_prefix_space === true) return false;
   const chars = bytesToUnicode();
   return chars.every((c, b) => t.tokenToId(c) === b);
