@@ -40,10 +40,14 @@ import torch
 
 try:
     import transformers  # noqa: F401
+    from transformers.utils import is_torch_available
 
     HAVE_TRANSFORMERS = True
+    # transformers disables its models when torch is too old (e.g. Debian's 1.13): config and tokenizers still work
+    HAVE_TF_MODELS = is_torch_available()
 except Exception:  # noqa: BLE001 - any import failure means "not usable here"
     HAVE_TRANSFORMERS = False
+    HAVE_TF_MODELS = False
 try:
     import tokenizers  # noqa: F401
 
@@ -200,8 +204,37 @@ def transformers_model(d):
     kw = {"dtype": torch.float32} if major >= 5 else {"torch_dtype": torch.float32}
     model, info = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", output_loading_info=True, **kw)
     model.eval()
-    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    head_names = ("lm_head.weight", "embed_out.weight")
+    problems = {}
+    for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
+        v = [x for x in (info.get(k) or []) if not (k == "missing_keys" and tied and x in head_names)]
+        if v:
+            problems[k] = sorted(map(str, v))
+    if tied and not torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight):
+        problems["tied_head"] = "output embeddings differ from the input embeddings"
     return model, problems
+
+
+def transformers_config_check(d, fx):
+    """AutoConfig reads config.json into the settings the export means (works without torch)."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(d)
+    m = fx["model"]
+    if fx["architecture"] == "gpt2":
+        got = dict(cls=type(c).__name__, act=c.activation_function, eps=c.layer_norm_epsilon, n_inner=c.n_inner, n_positions=c.n_positions, tied=c.tie_word_embeddings,
+                   drop=(c.resid_pdrop, c.embd_pdrop, c.attn_pdrop), scale=c.scale_attn_weights, inv_layer=c.scale_attn_by_inverse_layer_idx)
+        want = dict(cls="GPT2Config", act="gelu_new", eps=1e-5, n_inner=m["dFF"], n_positions=m["seqLen"], tied=m["tiedEmbeddings"], drop=(0.0, 0.0, 0.0), scale=True, inv_layer=False)
+    else:
+        rope = getattr(c, "rope_parameters", None) or {}
+        theta = rope.get("rope_theta", getattr(c, "rope_theta", getattr(c, "rotary_emb_base", None)))
+        pct = rope.get("partial_rotary_factor", getattr(c, "partial_rotary_factor", getattr(c, "rotary_pct", None)))
+        got = dict(cls=type(c).__name__, act=c.hidden_act, eps=c.layer_norm_eps, ff=c.intermediate_size, parallel=c.use_parallel_residual, theta=float(theta), pct=float(pct), tied=c.tie_word_embeddings,
+                   bias=getattr(c, "attention_bias", True), drop=(c.attention_dropout, c.hidden_dropout))
+        want = dict(cls="GPTNeoXConfig", act="gelu_new", eps=1e-5, ff=m["dFF"], parallel=False, theta=10000.0, pct=1.0, tied=m["tiedEmbeddings"], bias=True, drop=(0.0, 0.0))
+    bad = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
+    return got["cls"], bad
 
 
 def transformers_logits(d, ids):
@@ -255,12 +288,22 @@ def check_dir(d, tol, loader):
     scale = float(np.abs(ours).max())
     lines = []
     ok = True
-    use_tf = loader in ("transformers", "both") or (loader == "auto" and HAVE_TRANSFORMERS)
+    use_tf = loader in ("transformers", "both") or (loader == "auto" and HAVE_TF_MODELS)
     use_ind = loader in ("independent", "both", "auto")
-    if loader == "transformers" and not HAVE_TRANSFORMERS:
-        lines.append("transformers: not installed")
+    if HAVE_TRANSFORMERS:
+        try:
+            cls, bad = transformers_config_check(d, fx)
+            lines.append(f"transformers {transformers.__version__} AutoConfig: {cls}, " + ("settings as exported ok" if not bad else f"settings differ (got, want): {bad} FAIL"))
+            ok &= not bad
+        except Exception as e:  # noqa: BLE001
+            lines.append(f"transformers AutoConfig: {type(e).__name__}: {e} FAIL")
+            ok = False
+    if use_tf and not HAVE_TF_MODELS:
+        lines.append("transformers models: " + ("not installed" if not HAVE_TRANSFORMERS else f"unavailable with torch {torch.__version__}") + " FAIL")
         ok = False
-    if use_tf and HAVE_TRANSFORMERS:
+    elif not use_tf:
+        lines.append("transformers models: skipped (" + ("not installed" if not HAVE_TRANSFORMERS else f"unavailable with torch {torch.__version__}" if not HAVE_TF_MODELS else "--loader independent") + ")")
+    if use_tf and HAVE_TF_MODELS:
         try:
             got, cls, problems = transformers_logits(d, ids)
             diff = float(np.abs(got - ours).max())
