@@ -7,7 +7,7 @@ tokenizer.json must give patchflow's ids.
             DIR: a directory written by `node tools/device/hf_export_fixture.mjs OUTDIR` (an export
             plus fixture.json: input ids, patchflow's logits, a text and patchflow's ids for it), or
             the OUTDIR holding several. Exit 0 only when every check passes.
-  make-hf:  python3 tools/device/hf_logits_check.py make-hf OUTDIR
+  make-hf:  python3 tools/device/hf_logits_check.py make-hf OUTDIR [--tiny]
             (needs transformers) writes tiny GPT-2 / GPT-NeoX models with transformers' own
             save_pretrained (F32, F16, BF16; tied and untied) plus patchflow_reference.json (ids and
             the logits transformers computed), for `node tools/device/hf_export_fixture.mjs
@@ -45,6 +45,8 @@ try:
     HAVE_TRANSFORMERS = True
     # transformers disables its models when torch is too old (e.g. Debian's 1.13): config and tokenizers still work
     HAVE_TF_MODELS = is_torch_available()
+    transformers.logging.set_verbosity_error()  # no progress bars or max-length notes in the report
+    transformers.logging.disable_progress_bar()
 except Exception:  # noqa: BLE001 - any import failure means "not usable here"
     HAVE_TRANSFORMERS = False
     HAVE_TF_MODELS = False
@@ -347,8 +349,9 @@ def fixture_dirs(paths):
     return out
 
 
-def make_hf(out_dir):
-    """Tiny models written by transformers itself, for patchflow's import check."""
+def make_hf(out_dir, tiny=False):
+    """Tiny models written by transformers itself, for patchflow's import check (--tiny: two of a
+    few KB each, the fixtures committed in packages/trainer/test/fixtures/hf-written/)."""
     from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
     os.makedirs(out_dir, exist_ok=True)
@@ -356,9 +359,13 @@ def make_hf(out_dir):
     # transformers 5 reads rotary settings from rope_parameters; 4.x from the legacy keys (5 still converts those)
     rope = dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0}) if major >= 5 else dict(rotary_pct=1.0, rotary_emb_base=10000)
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, 256, (2, 20), generator=gen)
+    ids = torch.randint(0, 256, (1, 8) if tiny else (2, 20), generator=gen)
     common = dict(vocab_size=256, bos_token_id=None, eos_token_id=None)
-    specs = [
+    tiny_specs = [
+        ("gpt2-bf16-tied", GPT2LMHeadModel, GPT2Config(n_positions=8, n_embd=8, n_layer=1, n_head=2, n_inner=12, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common), torch.bfloat16),
+        ("neox-f16-untied", GPTNeoXForCausalLM, GPTNeoXConfig(max_position_embeddings=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=12, hidden_act="gelu_new", use_parallel_residual=False, tie_word_embeddings=False, **rope, **common), torch.float16),
+    ]
+    specs = tiny_specs if tiny else [
         ("gpt2-f32-tied", GPT2LMHeadModel, GPT2Config(n_positions=32, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common), torch.float32),
         ("gpt2-f16-untied", GPT2LMHeadModel, GPT2Config(n_positions=32, n_embd=32, n_layer=2, n_head=4, n_inner=48, tie_word_embeddings=False, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common), torch.float16),
         ("gpt2-bf16-tied", GPT2LMHeadModel, GPT2Config(n_positions=32, n_embd=32, n_layer=1, n_head=2, activation_function="gelu_pytorch_tanh", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common), torch.bfloat16),
@@ -377,26 +384,26 @@ def make_hf(out_dir):
         model = model.to(dtype)
         d = os.path.join(out_dir, name)
         model.save_pretrained(d)
-        # the logits of the stored (rounded) weights, computed in float32
-        model = model.float().eval()
-        try:
-            model.set_attn_implementation("eager")
-        except Exception:  # noqa: BLE001 - older versions: set on the config
-            model.config._attn_implementation = "eager"
+        # the logits of the saved directory, loaded afresh in float32 (not the in-memory model: casting
+        # it to float16 and back also rounds NeoX's rotary inv_freq buffer, which a load recomputes)
+        model, problems = transformers_model(d)
+        if problems:
+            raise RuntimeError(f"{d}: transformers' own load reports {problems}")
         with torch.no_grad():
             logits = model(ids).logits
-        json.dump({"ids": ids.tolist(), "logits": logits.tolist(), "writer": f"transformers {transformers.__version__}, torch {torch.__version__}, {str(dtype).replace('torch.', '')}"}, open(os.path.join(d, "patchflow_reference.json"), "w"))
+        json.dump({"ids": ids.tolist(), "logits": [[[float(f"{x:.7g}") for x in row] for row in b] for b in logits.tolist()], "writer": f"transformers {transformers.__version__}, torch {torch.__version__}, {str(dtype).replace('torch.', '')}"}, open(os.path.join(d, "patchflow_reference.json"), "w"))
         print(f"wrote {d} ({cls.__name__}, {str(dtype).replace('torch.', '')}, files: {', '.join(sorted(os.listdir(d)))})")
     return 0
 
 
 def main(argv):
     if argv and argv[0] == "make-hf":
-        if len(argv) != 2:
-            sys.exit("usage: hf_logits_check.py make-hf OUTDIR")
-        if not HAVE_TRANSFORMERS:
-            sys.exit("make-hf needs transformers")
-        return make_hf(argv[1])
+        rest = [a for a in argv[1:] if a != "--tiny"]
+        if len(rest) != 1:
+            sys.exit("usage: hf_logits_check.py make-hf OUTDIR [--tiny]")
+        if not HAVE_TF_MODELS:
+            sys.exit("make-hf needs transformers with a torch it supports")
+        return make_hf(rest[0], tiny="--tiny" in argv)
     ap = argparse.ArgumentParser(description="check patchflow HF exports against PyTorch (see the module docstring)")
     ap.add_argument("dirs", nargs="+")
     ap.add_argument("--tol", type=float, default=1e-4)

@@ -4,11 +4,13 @@
  * tokenizers, a real trained run), an independent float64 forward of the exported GPT-2 / GPT-NeoX
  * tensors written here from transformers' layouts (not from model.ts), directories as other writers
  * produce them (no prefix, mask buffers, F16 / BF16 / F64, shards, a stored tied head, NeoX without
- * attention biases), and the one-line refusals.
+ * attention biases), two tiny checkpoints saved by transformers itself with the logits it computed,
+ * and the one-line refusals.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf, useBackend } from '@patchflow/tensor';
 import {
@@ -506,6 +508,27 @@ describe('import of directories other writers produce', () => {
     const back = await loadTrainedModel(runDir);
     const s = 'Call me Ishmael 🐋<|endoftext|> naïve';
     expect(Array.from(back.tokenizer.encode(s))).toEqual(Array.from(new HfTokenizer(json).encode(s)));
+    back.model.dispose();
+  });
+});
+
+describe('checkpoints transformers wrote (test/fixtures/hf-written: save_pretrained of transformers 5.17, torch 2.14)', () => {
+  // made with `python3 tools/device/hf_logits_check.py make-hf DIR --tiny`: random weights stored in
+  // BF16 / F16, and the logits transformers computes for the saved directory (float32, eager)
+  const root = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'hf-written');
+  it.each(['gpt2-bf16-tied', 'neox-f16-untied'])('%s imports and gives transformers\' logits', async (name) => {
+    const dir = path.join(root, name);
+    const ref = JSON.parse(fs.readFileSync(path.join(dir, 'patchflow_reference.json'), 'utf8')) as { ids: number[][]; logits: number[][][] };
+    const runDir = fresh('imported');
+    const im = importHf(dir, runDir, { tokenizer: 'bytes' });
+    expect(im.dtypes).toEqual([name.includes('bf16') ? 'BF16' : 'F16']);
+    const back = await loadTrainedModel(runDir);
+    const b = ref.ids.length;
+    const t = ref.ids[0]!.length;
+    const got = logitsOf(back.model, Int32Array.from(ref.ids.flat()), b, t);
+    const want = ref.logits.flat(2);
+    expect(Math.max(...want.map(Math.abs))).toBeGreaterThan(1);
+    expect(maxAbsDiff(got, want)).toBeLessThan(1e-4);
     back.model.dispose();
   });
 });
