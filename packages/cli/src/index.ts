@@ -11,6 +11,7 @@ import { backendsCommand } from './backends.js';
 import { benchCommand, BENCH_FLAGS } from './bench/index.js';
 import { graphCommand, simulateCommand, GRAPH_FLAGS, SIMULATE_FLAGS } from './simulate.js';
 import { tokenizerCommand, TOKENIZER_FLAGS } from './tokenizer.js';
+import { exportCommand, importCommand, EXPORT_FLAGS, IMPORT_FLAGS } from './hf.js';
 
 export const COMMANDS: CommandSpec[] = [
   { name: 'train', summary: 'train a GPT on a corpus (default: the bundled Moby Dick, cpu backend)', flags: TRAIN_FLAGS },
@@ -20,6 +21,8 @@ export const COMMANDS: CommandSpec[] = [
   { name: 'bench', summary: 'benchmarks: bench throughput|kernels|profile|patch|sparsity [--json]', flags: BENCH_FLAGS, positionals: ['suite'] },
   { name: 'graph', summary: 'the op graph of one training step, fused and scheduled (--json for the documented schema)', flags: GRAPH_FLAGS },
   { name: 'tokenizer', summary: 'tokenizer train --vocab N --out tokenizer.json: train a byte-level BPE (Hugging Face tokenizer.json)', flags: TOKENIZER_FLAGS, positionals: [{ name: 'action', help: 'train (the only action)', required: false }] },
+  { name: 'export', summary: 'export --format hf --checkpoint DIR --out DIR: a checkpoint as a Hugging Face transformers model', flags: EXPORT_FLAGS },
+  { name: 'import', summary: 'import --format hf --from DIR --out RUNDIR: a transformers GPT-2/GPT-NeoX model as a run', flags: IMPORT_FLAGS },
   { name: 'simulate', summary: 'step time, utilization, memory and traffic on a chip: kernel-by-kernel or dataflow', flags: SIMULATE_FLAGS },
 ];
 
@@ -49,6 +52,10 @@ export async function main(argv: string[]): Promise<number> {
         return graphCommand(parsed.values);
       case 'simulate':
         return simulateCommand(parsed.values);
+      case 'export':
+        return exportCommand(parsed.values);
+      case 'import':
+        return importCommand(parsed.values);
       case 'tokenizer':
         return tokenizerCommand(parsed.positionals, parsed.values);
       default:

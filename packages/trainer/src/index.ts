@@ -19,4 +19,5 @@ export * from './data.js';
 export * from './corpora.js';
 export * from './checkpoint.js';
 export * from './load.js';
+export * from './hf.js';
 export * from './runlock.js';
