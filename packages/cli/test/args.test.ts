@@ -221,7 +221,7 @@ describe('errors: runCli', () => {
 });
 
 describe('every error class the packages export', () => {
-  it('is a PatchflowError: a user error with exit code 2, or 3/4 where stated', async () => {
+  it('is a PatchflowError: a user error with exit code 2, or 3/4/5 where stated', async () => {
     const modules = await Promise.all(
       ['@patchflow/tensor', '@patchflow/trainer', '@patchflow/backend-gpu', '@patchflow/patch-training', '@patchflow/sparsity', '@patchflow/dataflow-runtime', '@patchflow/backend-rdu-sim'].map(
         async (m) => [m, (await import(m)) as Record<string, unknown>] as const,
@@ -236,7 +236,7 @@ describe('every error class the packages export', () => {
         expect(value.prototype instanceof PatchflowError, `${mod}.${name} must extend PatchflowError`).toBe(true);
         // every constructor takes the message first (the other arguments are details for callers)
         const e = new (value as new (m: string) => PatchflowError)(`a ${name}`);
-        const want = name === 'DivergenceError' ? 3 : name === 'StorageError' ? 4 : 2;
+        const want = name === 'DivergenceError' ? 3 : name === 'StorageError' ? 4 : name === 'GpuRuntimeError' ? 5 : 2;
         expect(describeError(e, { env: {} }), `${mod}.${name}`).toEqual({ exitCode: want, text: `patchflow: a ${name}\n` });
       }
     }

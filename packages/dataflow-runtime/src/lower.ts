@@ -64,6 +64,9 @@ export type Call =
       blockSparse?: { block: number; mask: T; part: 'forward' | 'dx' | 'dw' };
       label: string;
     }
+  | { op: 'add'; n: number; a: T; b: T; out: T }
+  | { op: 'gelu'; n: number; x: T; out: T }
+  | { op: 'gelu-grad'; n: number; dy: T; x: T; out: T }
   | { op: 'attention'; batch: number; t: number; heads: number; headDim: number; rotary: boolean; qkv: T; out: T; lse: T }
   | { op: 'attention-grad'; batch: number; t: number; heads: number; headDim: number; rotary: boolean; qkv: T; out: T; lse: T; dout: T; dqkv: T }
   | { op: 'xent'; rows: number; vocab: number; k: number; smoothing: number; gradScale: number; logits: T; labels: T; rowLoss: T; loss: T; lossScale: number }
@@ -170,6 +173,7 @@ export function lowerStep(g: StepGraph, opts: LowerOptions): Schedule {
   const rotatedQkv = new Map<T, T>(); // rotated qkv (never stored) -> its unrotated source
   let epilogueStart = ops.length;
 
+  const size = (id: T) => T.get(id)!.shape.reduce((a, b) => a * b, 1);
   /** Ops folded into an earlier call (a GELU backward fused into the dX product before the dW and db ops). */
   const consumed = new Set<number>();
   /** m, n, k of op(A)·op(B) from the operands' stored shapes. */
@@ -246,10 +250,16 @@ export function lowerStep(g: StepGraph, opts: LowerOptions): Schedule {
         }
         break;
       }
+      // elementwise ops left standing where their producer cannot take them as an epilogue (the block-sparse kernels)
       case 'gelu':
+        emit({ op: 'gelu', n: size(s.out), x: s.x, out: s.out }, o);
+        break;
       case 'gelu-grad':
+        emit({ op: 'gelu-grad', n: size(s.out), dy: s.dy, x: s.x, out: s.out }, o);
+        break;
       case 'add':
-        throw new Error(`lowerStep: ${o.id} (${s.fn}) has no fusion partner; the graph's op order changed?`);
+        emit({ op: 'add', n: size(s.out), a: s.a, b: s.b, out: s.out }, o);
+        break;
       case 'rotary': {
         if (s.inverse) throw new Error(`lowerStep: ${o.id}: the rotary backward must follow the attention backward`);
         if (next?.fn !== 'attention' || next.qkv !== s.out) throw new Error(`lowerStep: ${o.id} is not followed by its attention`);
@@ -350,6 +360,12 @@ export function callOperands(c: Call): { reads: T[]; writes: T[] } {
         reads: [c.a, c.b, ...(c.bias ? [c.bias] : []), ...(c.residual ? [c.residual] : []), ...(c.geluBackward ? [c.geluBackward] : []), ...(c.blockSparse ? [c.blockSparse.mask] : []), ...(c.accumulate ? [c.out] : [])],
         writes: [c.out, ...(c.gelu ? [c.gelu.pre] : [])],
       };
+    case 'add':
+      return { reads: [c.a, c.b], writes: [c.out] };
+    case 'gelu':
+      return { reads: [c.x], writes: [c.out] };
+    case 'gelu-grad':
+      return { reads: [c.dy, c.x], writes: [c.out] };
     case 'attention':
       return { reads: [c.qkv], writes: [c.out, c.lse] };
     case 'attention-grad':
@@ -448,14 +464,8 @@ function planMemory(g: StepGraph, body: Call[], alias: Map<T, T>, T: Map<string,
     }
   }
   for (const t of g.tensors) {
-    const f = fixed(t.id);
-    if (f) {
-      places[t.id] = f;
-      continue;
-    }
     const r = root(t.id);
-    const f2 = fixed(r);
-    const p = f2 ?? rootPlace.get(r);
+    const p = fixed(r) ?? rootPlace.get(r);
     if (p) places[t.id] = p;
   }
   return places;

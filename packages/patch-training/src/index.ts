@@ -140,6 +140,8 @@ export function patchTraining(opts: PatchOptions = {}): TrainerPlugin<PatchSetti
     makeBatch: (windows, rows, layout) => patchBatch(windows, rows, layout),
     transformEmbeddings: (emb) => averagePatches(emb, k),
     metrics: () => ({ patchSize: k }),
+    // a compiled step averages the K embeddings and takes the K-label loss itself
+    compiled: () => ({ patchSize: k }),
   };
 }
 

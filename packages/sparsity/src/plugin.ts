@@ -29,12 +29,13 @@ import {
   type StepContext,
   type TrainConfig,
   type TrainerPlugin,
+  type CompiledMask,
   Rng,
   fillNormal,
 } from '@patchflow/trainer';
-import { type Pattern, countKept, layerDensities, maskFromScores, parsePattern, patternMismatch } from './masks.js';
+import { type Pattern, blockMaskOf, countKept, layerDensities, maskFromScores, parsePattern, patternMismatch } from './masks.js';
 import { MaskSet, type Routing } from './maskset.js';
-import { PLUGIN_NAME, maskedMatrices, resolveSparsityOptions, type SparsityOptions, type SparsitySettings } from './options.js';
+import { KERNEL_MAX_DENSITY, PLUGIN_NAME, maskedMatrices, resolveSparsityOptions, type SparsityOptions, type SparsitySettings } from './options.js';
 import { gmpSparsity, riglFraction } from './schedules.js';
 import { dropAndGrow, prune } from './updates.js';
 
@@ -251,6 +252,18 @@ export function sparseTraining(opts: SparsityOptions = {}): SparsityPlugin {
     },
 
     densities,
+
+    compiled(ctx) {
+      if (ctx.settings.dense) return {};
+      if (s.mode !== 'static') return { reason: `${s.mode} masks change during training; only static masks are compiled` };
+      const out = new Map<string, CompiledMask>();
+      for (const [name, e] of entries()) {
+        // the block-sparse kernels where the eager step would use them; lookup tables are masked densely
+        const block = pattern.kind === 'block' && s.kernel === 'auto' && e.spec.role !== 'embedding' && e.kept / e.mask.length <= KERNEL_MAX_DENSITY;
+        out.set(name, { mask: e.mask.slice(), ...(block ? { block: { size: pattern.size, mask: blockMaskOf(e.mask, e.shape, pattern.size) } } : {}) });
+      }
+      return { sparsity: { masks: out, sparsity: s.sparsity, pattern: s.pattern } };
+    },
 
     saveState(): PluginState {
       const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};

@@ -16,6 +16,8 @@ export const EXIT_CODES = Object.freeze({
   diverged: 3,
   /** The environment refused a write (full disk, read-only or permission-denied directory, I/O error). */
   storage: 4,
+  /** The GPU failed during the run (device lost, a driver error); the last checkpoint is kept. */
+  device: 5,
 });
 
 export class PatchflowError extends Error {

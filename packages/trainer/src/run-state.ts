@@ -65,9 +65,9 @@ export function pluginTensors(optimizer: Record<string, FloatTensor>, plugin: st
 /**
  * Checks and types a state.json read from `where`: the config must be a valid training config (it is
  * re-resolved, so defaults added since the save are filled in), and the counters present. Only
- * `backend` may be overridden: a run may continue on another backend.
+ * `backend` and `compile` may be overridden: a run may continue on another backend or execution path.
  */
-export function readCheckpointState(raw: unknown, where: string, overrides: { backend?: string } = {}): CheckpointState {
+export function readCheckpointState(raw: unknown, where: string, overrides: { backend?: string; compile?: boolean } = {}): CheckpointState {
   const bad = (what: string) => new CheckpointError(`${where}: state.json ${what}; is it a patchflow training checkpoint?`);
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw bad('is not a JSON object');
   const s = raw as Partial<CheckpointState> & Record<string, unknown>;
@@ -75,7 +75,10 @@ export function readCheckpointState(raw: unknown, where: string, overrides: { ba
   if (typeof model?.nLayer !== 'number') throw bad('holds no training config');
   let config: TrainConfig;
   try {
-    config = resolveConfig(s.config as unknown as Record<string, unknown>, overrides.backend ? { backend: overrides.backend } : undefined);
+    config = resolveConfig(s.config as unknown as Record<string, unknown>, {
+      ...(overrides.backend ? { backend: overrides.backend } : {}),
+      ...(overrides.compile !== undefined ? { compile: overrides.compile } : {}),
+    });
   } catch (e) {
     throw new CheckpointError(`${where}: state.json holds no valid training config (${(e as Error).message})`);
   }
@@ -104,7 +107,7 @@ export interface TrainingCheckpoint extends Omit<LoadedCheckpoint, 'state'> {
 }
 
 /** Loads a run directory's (or a checkpoint directory's) last complete checkpoint with its typed state. */
-export function loadTrainingCheckpoint(dir: string, overrides: { backend?: string } = {}): TrainingCheckpoint {
+export function loadTrainingCheckpoint(dir: string, overrides: { backend?: string; compile?: boolean } = {}): TrainingCheckpoint {
   const ck = loadCheckpoint(dir);
   return { ...ck, state: readCheckpointState(ck.state, ck.dir, overrides) };
 }

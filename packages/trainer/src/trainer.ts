@@ -98,11 +98,12 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
   const outDir = opts.outDir;
   let config = opts.config;
 
-  // Resuming: the checkpoint's config wins for everything that shapes the run (the backend may change).
+  // Resuming: the checkpoint's config wins for everything that shapes the run (the backend and the
+  // execution path may change).
   let ckpt: TrainingCheckpoint | undefined;
   if (opts.resume) {
     if (!outDir) throw new Error('resume needs an output directory');
-    ckpt = loadTrainingCheckpoint(outDir, { backend: opts.config.backend });
+    ckpt = loadTrainingCheckpoint(outDir, { backend: opts.config.backend, compile: opts.config.compile });
     config = ckpt.state.config;
   }
   const own = opts.plugins ?? pluginsFromConfig(config);
@@ -297,7 +298,8 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
       (config.evalEvery > 0 && step % config.evalEvery === 0) ||
       (config.checkpointEvery > 0 && step % config.checkpointEvery === 0) ||
       !!opts.signal?.aborted;
-    const afterBooking = async (): Promise<boolean> => {
+    /** `inFlight`: compiled steps submitted after this one; an interruption waits until they are booked too (the GPU's weights are theirs). */
+    const afterBooking = async (inFlight = 0): Promise<boolean> => {
       const last = run.step === totalSteps;
       const evalNow = config.evalEvery > 0 && run.step % config.evalEvery === 0 && !last;
       const saveNow = config.checkpointEvery > 0 && run.step % config.checkpointEvery === 0 && !last;
@@ -307,7 +309,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
       // let signal handlers run: on the cpu backends every await above resolves at once, so without
       // this turn of the event loop a Ctrl-C would not be seen until training ends
       await new Promise<void>((r) => setImmediate(r));
-      if (opts.signal?.aborted && !last) {
+      if (opts.signal?.aborted && !last && inFlight === 0) {
         if (compiled) await compiled.store();
         interrupted = true;
         await save();
@@ -323,7 +325,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
         const p = pending.shift()!;
         const r = await p.result;
         await finishStep(r.loss, r.gradNorm, p.lr);
-        return afterBooking();
+        return afterBooking(pending.length);
       };
       try {
         while (run.phaseStep + pending.length < ph.steps) {

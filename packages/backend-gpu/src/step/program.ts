@@ -13,6 +13,7 @@
  * next step before reading this one's loss.
  */
 import type { Call, FlatEntry, Place, Schedule } from '@patchflow/dataflow-runtime';
+import { EXIT_CODES, PatchflowError } from '@patchflow/tensor';
 import {
   KernelRunner,
   adamw,
@@ -30,7 +31,9 @@ import {
   embeddingBackward,
   embeddingCsr,
   embeddingForward,
+  add,
   fill,
+  GELU_WGSL,
   gradNorm,
   grid,
   layerNormBackward,
@@ -47,17 +50,14 @@ import {
 } from '../compiled/index.js';
 
 /** A failure of the GPU itself (device lost, an uncaptured error): the run stops; its last checkpoint stays. */
-export class GpuRuntimeError extends Error {
+export class GpuRuntimeError extends PatchflowError {
   override name = 'GpuRuntimeError';
-  readonly userError = true;
-  readonly exitCode = 1;
+  override readonly exitCode = EXIT_CODES.device;
 }
 
-/** A model that does not fit the adapter: which buffer, how many bytes, and the limit. */
-export class GpuLimitError extends Error {
+/** A model that does not fit the adapter: which buffer, how many bytes, and the limit (before step 1). */
+export class GpuLimitError extends PatchflowError {
   override name = 'GpuLimitError';
-  readonly userError = true;
-  readonly exitCode = 2;
 }
 
 const STORAGE = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
@@ -191,6 +191,26 @@ async function readBuffer(device: GPUDevice, buffer: GPUBuffer, bytes: number): 
   return out;
 }
 
+/** out = gelu(x) or dy · gelu'(x), elementwise (the tanh form of @patchflow/tensor's gelu, as the matmul epilogues use it). */
+function geluElementwise(n: number, backward: boolean): KernelSpec {
+  const g = grid(cdiv(n, 256));
+  const bindings = backward
+    ? [{ name: 'dy', access: 'read' as const }, { name: 'x', access: 'read' as const }, { name: 'out', access: 'read_write' as const, overwrite: true }]
+    : [{ name: 'x', access: 'read' as const }, { name: 'out', access: 'read_write' as const, overwrite: true }];
+  return makeKernel({
+    label: `gelu${backward ? ' backward' : ''} ${n}`,
+    bindings,
+    types: Object.fromEntries(bindings.map((b) => [b.name, 'array<f32>'])),
+    workgroups: g.workgroups,
+    body: `${GELU_WGSL}
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) lid : u32) {
+  let i = ${g.flat} * 256u + lid;
+  if (i < ${n}u) { out[i] = ${backward ? 'dy[i] * geluGrad4(vec4<f32>(x[i])).x' : 'gelu4(vec4<f32>(x[i])).x'}; }
+}`,
+  });
+}
+
 /** out[i] *= mask[i]: a gradient masked before the norm (parameters pruned without the block kernels). */
 function maskGrad(n: number): KernelSpec {
   const g = grid(cdiv(n, 256));
@@ -208,6 +228,14 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   if (i < ${n}u) { out[i] = select(0.0, out[i], mask[i] != 0.0); }
 }`,
   });
+}
+
+const runners = new WeakMap<GPUDevice, KernelRunner>();
+/** One kernel runner (pipeline cache) per device: phases and programs share their compiled pipelines. */
+function runnerFor(device: GPUDevice): KernelRunner {
+  let r = runners.get(device);
+  if (!r) runners.set(device, (r = new KernelRunner(device)));
+  return r;
 }
 
 /** One micro-batch's inputs: token ids [B, K·T] and labels [B·T, K] (row-major, as the trainer builds them). */
@@ -267,7 +295,7 @@ export class StepProgram {
     readonly state: GpuTrainingState,
     readonly opts: ProgramOptions,
   ) {
-    this.runner = new KernelRunner(device);
+    this.runner = runnerFor(device);
     const meta = schedule.meta;
     const accum = meta.gradAccum;
     checkBinding(device, 'the activation arena', schedule.arenaBytes);
@@ -419,6 +447,12 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
         if (c.gelu) res.push(r(c.gelu.pre));
         return [this.dispatch(spec, res)];
       }
+      case 'add':
+        return [this.dispatch(add({ n: c.n }), [r(c.a), r(c.b), r(c.out)])];
+      case 'gelu':
+        return [this.dispatch(geluElementwise(c.n, false), [r(c.x), r(c.out)])];
+      case 'gelu-grad':
+        return [this.dispatch(geluElementwise(c.n, true), [r(c.dy), r(c.x), r(c.out)])];
       case 'attention': {
         const spec = attentionForward({ batch: c.batch, t: c.t, heads: c.heads, headDim: c.headDim, rotary: c.rotary });
         return [this.dispatch(spec, [r(c.qkv), ...(c.rotary ? [this.rotaryTable(c.t, c.headDim)] : []), r(c.out), r(c.lse)])];

@@ -36,6 +36,7 @@ export function labelSmoothing(eps = 0.1): TrainerPlugin {
   return {
     name: 'label-smoothing',
     plan: (phases) => addToAllPhases(phases, 'label-smoothing', { eps }),
+    compiled: () => ({ labelSmoothing: eps }),
     loss(logits, labels) {
       // -sum_v target_v log p_v = (1 - eps) * CE(labels) + eps * mean_v(-log p_v), and
       // mean_v(-log p_v) = logsumexp(logits) - mean_v(logits): one log-softmax, via the fused op

@@ -1,0 +1,23 @@
+import './dist/index.js';
+import '@patchflow/patch-training';
+import '@patchflow/sparsity';
+import { train, resolveConfig } from '@patchflow/trainer';
+const text = Array.from({ length: 400 }, (_, i) => `line ${i}: the whale swam ${i % 7} miles east and ${(i * 3) % 11} west.\n`).join('');
+const plugins = JSON.parse(process.env.PLUGINS ?? '{}');
+const base = { model: { nLayer: 2, nHead: 2, dModel: 32, seqLen: 16 }, batchSize: 4, gradAccum: Number(process.env.ACC ?? 1), steps: Number(process.env.STEPS ?? 30), evalEvery: 0, evalBatches: 2, checkpointEvery: 0, plugins };
+const run = async (backend, compile) => {
+  const logs = [];
+  const t0 = Date.now();
+  const r = await train({ config: resolveConfig(base, { backend, compile }), corpus: { name: 't', text }, onEvent: (e) => e.type === 'log' && logs.push(e.message) });
+  const out = { losses: r.losses.map((l) => l.loss), val: r.valLoss, logs, s: (Date.now() - t0) / 1000, phases: r.phases.map(p=>p.name) };
+  r.model.dispose();
+  return out;
+};
+const c = await run('webgpu', true);
+const e = await run('cpu', true);
+console.log(c.logs.join('\n'));
+console.log('phases', c.phases.join(','), 'compiled', c.s, 's; eager cpu', e.s, 's');
+let worst = 0;
+c.losses.forEach((l, i) => (worst = Math.max(worst, Math.abs(l - e.losses[i]))));
+console.log('steps', c.losses.length, e.losses.length, 'max |Δloss|', worst, 'first', c.losses[0], e.losses[0], 'last', c.losses.at(-1), e.losses.at(-1), 'val', c.val, e.val);
+process.exit(0);
