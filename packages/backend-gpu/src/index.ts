@@ -27,3 +27,4 @@ export function gpuInfo(): Promise<GpuInfo> {
 registerBackend(webgpuBackend);
 export * from './step/program.js';
 export * from './step/compiler.js';
+export * from './step/bench.js';

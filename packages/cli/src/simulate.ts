@@ -1,6 +1,6 @@
 /** `patchflow graph` and `patchflow simulate`: the dataflow runtime's op graph and KBK / DF step-time estimates. */
 import * as fs from 'node:fs';
-import { ConfigError, type GptShape, MODEL_PRESETS, buildStepGraph, eagerKbk, graphToJson, memoryProfile, plan, resolveModel } from '@patchflow/dataflow-runtime';
+import { ConfigError, type GptShape, MODEL_PRESETS, buildStepGraph, describeSchedule, eagerKbk, graphToJson, lowerStep, memoryProfile, plan, resolveModel } from '@patchflow/dataflow-runtime';
 import { HARDWARE_NAMES, defaultPrecision, fmtB, fmtS, loadHardware, simulateModel } from '@patchflow/backend-rdu-sim';
 import type { FlagSpec } from './args.js';
 import { UserError } from './errors.js';
@@ -23,6 +23,7 @@ export const GRAPH_FLAGS: FlagSpec[] = [
   ...SHAPE_FLAGS,
   { name: 'hw', type: 'string', help: `hardware for the fusion/pipeline plan: ${HARDWARE_NAMES.join(', ')} or a JSON file (default sn30)`, default: 'sn30' },
   { name: 'mode', type: 'string', help: 'kbk | dataflow: which schedule to plan (default dataflow)', default: 'dataflow' },
+  { name: 'lowered', type: 'boolean', help: 'print the executable schedule the compiled WebGPU step runs (fp32): fused kernel calls, what each fuses, where its outputs live' },
 ];
 export const SIMULATE_FLAGS: FlagSpec[] = [
   MODEL_FLAG,
@@ -70,6 +71,23 @@ function graphOptions(values: Record<string, unknown>, precisionDefault: string)
 
 export async function graphCommand(values: Record<string, unknown>): Promise<number> {
   const model = readModel(values.model);
+  if (values.lowered) {
+    const g = buildStepGraph(model, { ...graphOptions(values, 'fp32'), precision: 'fp32', eager: false });
+    const masked = g.meta.sparsity > 0 ? Object.fromEntries(g.tensors.filter((t) => t.role === 'sparse-index').map((t) => [t.id.slice(2), g.meta.sparsityPattern.startsWith('block:') ? ('block' as const) : ('dense' as const)])) : {};
+    const s = lowerStep(g, { gradClip: 1, masked });
+    const calls = s.prologue.length + s.body.length * g.meta.gradAccum + s.epilogue.length;
+    if (values.json) {
+      process.stdout.write(JSON.stringify({ meta: s.meta, arenaBytes: s.arenaBytes, flatSize: s.flatSize, prologue: s.prologue, body: s.body, epilogue: s.epilogue, fusedOps: s.fusedOps, places: s.places }) + '\n');
+      return 0;
+    }
+    process.stdout.write(
+      `${g.ops.length} graph ops -> ${s.body.length} calls per micro-batch (${calls} per step with ${g.meta.gradAccum} micro-batch(es)); ` +
+        `activation arena ${fmtB(s.arenaBytes)} (reused by liveness; the graph's activations total ${fmtB(g.tensors.filter((t) => t.role === 'activation').reduce((a, t) => a + t.bytes, 0))}); ` +
+        `parameters, gradients and AdamW moments ${fmtB(4 * 4 * s.flatSize)}\n` +
+        describeSchedule(s).join('\n') + '\n',
+    );
+    return 0;
+  }
   const hw = loadHardware(String(values.hw));
   const m = mode(values.mode);
   // the graph simulate uses: on a GPU in KBK mode, the kernels PyTorch eager launches

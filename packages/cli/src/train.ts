@@ -38,6 +38,7 @@ export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'sparsity-mode', type: 'string', help: 'sparse training: static (mask from initialisation, default), gmp (gradual magnitude pruning from dense), or rigl (drop and regrow)' },
   { name: 'sparsity-distribution', type: 'string', help: 'sparse training: per-layer density uniform (default) or erk' },
   { name: 'dense-fraction', type: 'number', help: 'sparse training: share of the tokens in a final dense phase (sparse-to-dense), in [0, 1) (default 0)' },
+  { name: 'no-compile', type: 'boolean', help: 'run the eager tfjs step even where the backend has a compiled step (webgpu)' },
   { name: 'quiet', type: 'boolean', help: 'no progress bar' },
 ];
 
@@ -61,6 +62,7 @@ export function configFromFlags(values: Record<string, unknown>): TrainConfig {
   const fromFile = typeof values.config === 'string' ? readConfigFile(values.config) : undefined;
   const fromFlags: Record<string, unknown> = {};
   for (const [flag, key] of Object.entries(FLAG_KEYS)) if (values[flag] !== undefined) setPath(fromFlags, key, values[flag]);
+  if (values['no-compile'] === true) fromFlags.compile = false;
   // --patch-* / --sparsity-* flags override single keys of the file's plugin entry, not the whole entry
   for (const name of [PATCH_PLUGIN, SPARSITY_PLUGIN]) {
     const fromFileEntry = (fromFile?.plugins as Record<string, unknown> | undefined)?.[name];
@@ -86,6 +88,7 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
   }
   if (resume) {
     const ignored = ['config', ...Object.keys(FLAG_KEYS).filter((f) => f !== 'backend')].filter((f) => values[f] !== undefined);
+    // --backend and --no-compile apply to the resumed run: train() takes them over the checkpoint's config
     if (ignored.length) process.stderr.write(`patchflow: note: --resume continues with the checkpoint's config; ignoring ${ignored.map((f) => `--${f}`).join(', ')}\n`);
   }
   await loadBackendModules();

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { forwardFlopsPerPosition, paramSpecs, productFlopsPerPosition } from '@patchflow/trainer';
 import {
-  ConfigError, type GptShape, type HardwareSpec, attentionRate, buildStepGraph, eagerKbk, footprint, fuse, graphToJson, indexBytes, memoryProfile, opCost, pipeline, plan, resolveModel, simulate, validateHardware,
+  ConfigError, type GptShape, type HardwareSpec, attentionRate, buildStepGraph, callOperands, lowerStep, eagerKbk, footprint, fuse, graphToJson, indexBytes, memoryProfile, opCost, pipeline, plan, resolveModel, simulate, validateHardware,
 } from '../src/index.js';
 
 const HW_DIR = new URL('../../backend-rdu-sim/hw/', import.meta.url);
@@ -396,4 +396,75 @@ describe('the graph is built from the model description (trainer spec.ts)', () =
       });
     }
   }
+});
+
+describe('lowerStep: the executable schedule of a step', () => {
+  const cases: [string, GptShape, Record<string, unknown>][] = [
+    ['default model', resolveModel('patchflow-default'), { batch: 4 }],
+    ['rotary, untied, patch K=4, accumulation 3', { vocabSize: 300, nLayer: 3, nHead: 4, dModel: 64, dFF: 192, seqLen: 32, positions: 'rotary', tiedEmbeddings: false }, { batch: 2, patchSize: 4, gradAccum: 3 }],
+    ['block-sparse 75%', { vocabSize: 256, nLayer: 2, nHead: 2, dModel: 64, dFF: 256, seqLen: 16, positions: 'learned', tiedEmbeddings: true }, { batch: 2, sparsity: 0.75, sparsityPattern: 'block:16' }],
+  ];
+  for (const [label, model, opts] of cases) {
+    const g = buildStepGraph(model, { precision: 'fp32', ...(opts as { batch: number }) });
+    const sparse = g.meta.sparsity > 0;
+    const masked = sparse ? Object.fromEntries(g.tensors.filter((t) => t.role === 'sparse-index').map((t) => [t.id.slice(2), 'block' as const])) : {};
+    const s = lowerStep(g, { gradClip: 1, masked });
+
+    it(`${label}: every graph op runs exactly once, in some call`, () => {
+      const ran = [...s.fusedOps.flat(), 'clip grad-norm', 'adamw'].sort();
+      expect(ran).toEqual(g.ops.map((o) => o.id).sort());
+    });
+
+    it(`${label}: the expected fusions, and no elementwise op left standing without a block-sparse producer`, () => {
+      const fused = (op: string, part: string) => s.body.filter((c, i) => c.op === op && s.fusedOps[i]!.some((id) => id.endsWith(part))).length;
+      const L = model.nLayer;
+      if (!sparse) {
+        expect(fused('matmul', '.gelu')).toBe(L);
+        expect(fused('matmul', '.residual1') + fused('matmul', '.residual2')).toBe(2 * L);
+        expect(fused('matmul', '.gelu bwd')).toBe(L);
+        expect(s.body.filter((c) => c.op === 'add' || c.op === 'gelu' || c.op === 'gelu-grad')).toEqual([]);
+      }
+      expect(fused('layernorm-grad', 'residual1 bwd') + fused('layernorm-grad', 'residual0 bwd')).toBe(2 * L);
+      expect(s.body.filter((c) => c.op === 'xent')).toHaveLength(1);
+      expect(s.prologue.length).toBe(g.meta.gradAccum > 1 ? 1 : 0);
+    });
+
+    it(`${label}: every operand has a place, and arena tensors alive at the same time never overlap`, () => {
+      const live: { id: string; from: number; to: number; off: number; end: number }[] = [];
+      const seen = new Map<string, { from: number; to: number }>();
+      s.body.forEach((c, i) => {
+        const { reads, writes } = callOperands(c);
+        for (const id of [...reads, ...writes]) {
+          expect(s.places[id], `${c.op} operand ${id}`).toBeDefined();
+          const p = s.places[id]!;
+          if (p.space !== 'arena') continue;
+          const key = `${p.offset}:${id}`;
+          const e = seen.get(key) ?? { from: i, to: i };
+          e.to = i;
+          seen.set(key, e);
+        }
+      });
+      for (const [key, e] of seen) {
+        const id = key.slice(key.indexOf(':') + 1);
+        const p = s.places[id] as { offset: number; bytes: number };
+        live.push({ id, ...e, off: p.offset, end: p.offset + p.bytes });
+      }
+      for (const a of live) {
+        for (const b of live) {
+          if (a === b || a.off === b.off && a.end === b.end) continue; // the same region (an in-place alias)
+          const timeOverlap = a.from <= b.to && b.from <= a.to;
+          const spaceOverlap = a.off < b.end && b.off < a.end;
+          expect(timeOverlap && spaceOverlap, `${a.id} [${a.off}, ${a.end}) steps ${a.from}-${a.to} vs ${b.id} [${b.off}, ${b.end}) steps ${b.from}-${b.to}`).toBe(false);
+        }
+      }
+      // reuse: the arena is smaller than all activations side by side
+      const total = g.tensors.filter((t) => t.role === 'activation').reduce((a, t) => a + t.bytes, 0);
+      expect(s.arenaBytes).toBeLessThan(total);
+    });
+  }
+
+  it('refuses the eager (PyTorch cost) graph and non-fp32 graphs', () => {
+    expect(() => lowerStep(buildStepGraph(TINY, { batch: 1, precision: 'fp32', eager: true }), { gradClip: 1 })).toThrow(/eager graph/);
+    expect(() => lowerStep(buildStepGraph(TINY, { batch: 1, precision: 'bf16' }), { gradClip: 1 })).toThrow(/only fp32/);
+  });
 });

@@ -9,7 +9,7 @@
 import { buildStepGraph, describeSchedule, lowerStep, type Schedule } from '@patchflow/dataflow-runtime';
 import { registerStepCompiler, type AdamW, type Batch, type CompileRequest, type CompiledStep, type GPT, type StepCompiler } from '@patchflow/trainer';
 import { createDawnGpu, type GpuLike } from '../gpu.js';
-import { settle } from '../compiled/index.js';
+import { autotune, settle, type BenchShape, type TileConfig } from '../compiled/index.js';
 import { GpuRuntimeError, GpuTrainingState, StepProgram, fmtBytes, type ProgramOptions } from './program.js';
 
 /** Dawn toggles of the compiled step's device: its kernels never rely on bounds clamping or zeroed workgroup memory. */
@@ -19,6 +19,10 @@ interface ComputeDevice {
   /** Held for the device's lifetime: Dawn crashes when its instance is garbage-collected. */
   gpu: GpuLike;
   device: GPUDevice;
+  /** A software adapter (lavapipe, SwiftShader): right for tests, not for tuning. */
+  fallback: boolean;
+  /** Adapter facts for reports. */
+  info: { vendor: string; architecture: string; device: string; description: string };
   /** Set when the device was lost or reported an uncaptured error. */
   failure?: string;
 }
@@ -46,7 +50,13 @@ export function getComputeDevice(): Promise<ComputeDevice> {
         maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
       },
     });
-    const cd: ComputeDevice = { gpu, device };
+    const ai = (adapter as GPUAdapter & { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } }).info;
+    const cd: ComputeDevice = {
+      gpu,
+      device,
+      fallback: !!(ai?.isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter),
+      info: { vendor: ai?.vendor ?? '', architecture: ai?.architecture ?? '', device: ai?.device ?? '', description: ai?.description ?? '' },
+    };
     void device.lost.then((info) => {
       cd.failure ??= `the GPU device was lost (${info.reason}${info.message ? `: ${info.message}` : ''})`;
       computeDevice = undefined;
@@ -142,7 +152,35 @@ class WebGpuCompiledStep implements CompiledStep {
   }
 }
 
-export interface CompileOptions extends Pick<ProgramOptions, 'poison' | 'tiles'> {}
+export interface CompileOptions extends Pick<ProgramOptions, 'poison'> {
+  /**
+   * Time every tile candidate for each distinct dense matmul of the step and use the fastest (cached
+   * per process): true, false, or 'auto' (default: on real GPUs, not on software adapters such as
+   * lavapipe, where it would take minutes).
+   */
+  autotune?: boolean | 'auto';
+}
+
+const tuned = new Map<string, TileConfig | undefined>();
+const shapeKey = (c: { m: number; n: number; k: number; transA: boolean; transB: boolean }) => `${c.m}x${c.n}x${c.k}${c.transA ? 'T' : 'N'}${c.transB ? 'T' : 'N'}`;
+
+/** Autotunes the schedule's distinct dense matmul shapes (those not tuned yet in this process). */
+async function tuneSchedule(device: GPUDevice, schedule: Schedule): Promise<void> {
+  const shapes = new Map<string, BenchShape>();
+  for (const c of schedule.body) {
+    if (c.op !== 'matmul' || c.blockSparse) continue;
+    const key = shapeKey(c);
+    if (!tuned.has(key) && !shapes.has(key)) shapes.set(key, { m: c.m, n: c.n, k: c.k, transA: c.transA, transB: c.transB });
+  }
+  if (!shapes.size) return;
+  const results = await autotune(device, { shapes: [...shapes.values()], reps: 10, warmup: 2 });
+  [...shapes.keys()].forEach((key, i) => tuned.set(key, results[i]!.tile));
+}
+
+/** The tiles autotuned so far, by shape (m x n x k, A and B layouts). */
+export function tunedTiles(): Record<string, TileConfig | undefined> {
+  return Object.fromEntries(tuned);
+}
 
 /** Compiles a phase's step (what the trainer calls through the registered StepCompiler). */
 export async function compileWebGpuStep(req: CompileRequest, opts: CompileOptions = {}): Promise<WebGpuCompiledStep | { reason: string }> {
@@ -172,7 +210,14 @@ export async function compileWebGpuStep(req: CompileRequest, opts: CompileOption
     states.set(model, state);
   }
   if (sp) state.setMasks(new Map([...sp.masks].map(([n, m]) => [n, { mask: m.mask, ...(m.block ? { blockMask: m.block.mask } : {}) }])));
-  const program = await StepProgram.create(cd.device, schedule, state, { optim: config.optim, ...opts });
+  const auto = opts.autotune ?? 'auto';
+  const tune = auto === 'auto' ? !cd.fallback : auto;
+  if (tune) await tuneSchedule(cd.device, schedule);
+  const program = await StepProgram.create(cd.device, schedule, state, {
+    optim: config.optim,
+    ...(opts.poison ? { poison: true } : {}),
+    tileFor: (c) => (tune ? tuned.get(shapeKey(c)) : undefined),
+  });
   return new WebGpuCompiledStep(cd, program, state, model, optimizer, schedule);
 }
 

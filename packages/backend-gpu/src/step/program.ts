@@ -167,6 +167,7 @@ function put(device: GPUDevice, buffer: GPUBuffer, offset: number, data: Float32
   device.queue.writeBuffer(buffer, offset, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
 }
 
+/** Throws GpuLimitError when a buffer of `bytes`, bound whole, exceeds the device's limits. */
 function checkBinding(device: GPUDevice, what: string, bytes: number): void {
   const l = device.limits;
   if (bytes > l.maxBufferSize) throw new GpuLimitError(`${what} needs ${fmtBytes(bytes)}, more than this adapter's maxBufferSize (${fmtBytes(l.maxBufferSize)}); use a smaller model or batch`);
@@ -254,8 +255,8 @@ export interface StepResult {
 export interface ProgramOptions {
   /** AdamW settings (optim.ts). */
   optim: { beta1: number; beta2: number; eps: number; weightDecay: number };
-  /** Matmul tile per call label (autotuned), else defaultTile. */
-  tiles?: Record<string, TileConfig>;
+  /** The tile of a dense matmul call (autotuned), else defaultTile. */
+  tileFor?: (c: Extract<Call, { op: 'matmul' }>) => TileConfig | undefined;
   /** Fill the arena with NaN before every step (tests: proves no kernel reads what it has not written). */
   poison?: boolean;
 }
@@ -298,7 +299,11 @@ export class StepProgram {
     this.runner = runnerFor(device);
     const meta = schedule.meta;
     const accum = meta.gradAccum;
-    checkBinding(device, 'the activation arena', schedule.arenaBytes);
+    // the arena is bound a tensor at a time: the buffer must fit maxBufferSize, each tensor a binding
+    if (schedule.arenaBytes > device.limits.maxBufferSize) {
+      throw new GpuLimitError(`the activation arena needs ${fmtBytes(schedule.arenaBytes)}, more than this adapter's maxBufferSize (${fmtBytes(device.limits.maxBufferSize)}); use a smaller model or batch`);
+    }
+    for (const [id, p] of Object.entries(schedule.places)) if (p.space === 'arena') checkBinding(device, `activation ${id}`, p.bytes);
     this.arena = device.createBuffer({ label: 'arena', size: Math.max(256, align(schedule.arenaBytes)), usage: STORAGE() });
     const idsBytes = meta.batch * meta.tokensPerRow * 4;
     const labelBytes = meta.batch * meta.positions * meta.patchSize * 4;
@@ -400,7 +405,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   }
 
   private tile(c: Extract<Call, { op: 'matmul' }>): TileConfig {
-    return this.opts.tiles?.[c.label] ?? defaultTile(c.m, c.n);
+    return this.opts.tileFor?.(c) ?? defaultTile(c.m, c.n);
   }
 
   /** A call's dispatches for micro-batch `micro`. */

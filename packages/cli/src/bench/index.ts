@@ -7,6 +7,7 @@ import { throughputBench } from './throughput.js';
 import { kernelsBench, profileBench } from './kernels.js';
 import { patchBench } from './patch.js';
 import { sparsityBench } from './sparsity.js';
+import { gpuBenchSuite } from './gpu.js';
 
 export const BENCH_FLAGS: FlagSpec[] = [
   { name: 'json', type: 'boolean', help: 'print the result as JSON instead of a table' },
@@ -22,6 +23,7 @@ const SUITES: Record<string, (values: Record<string, unknown>) => Promise<{ json
   profile: profileBench,
   patch: patchBench,
   sparsity: sparsityBench,
+  gpu: gpuBenchSuite,
 };
 
 export async function benchCommand(positionals: string[], values: Record<string, unknown>): Promise<number> {

@@ -1,0 +1,197 @@
+/// <reference types="@webgpu/types" />
+/**
+ * `patchflow bench gpu`: training tokens/s of the compiled step vs the eager tfjs-webgpu step, side by
+ * side in one process, for three GPT shapes (byte vocabulary, fp32); and the compiled matmul's
+ * TFLOP/s at 4096³ and at the shapes of the largest model's step, against the GPU's fp32 peak.
+ *
+ * A step is timed from submit to the GPU finishing it, over `steps` steps after warm-up steps: the
+ * compiled step keeps one step in flight while it prepares the next (as training does); the eager
+ * step reads its loss every step (as training does).
+ */
+import { useBackend } from '@patchflow/tensor';
+import {
+  AdamW,
+  BatchSampler,
+  GPT,
+  Rng,
+  buildPlan,
+  eagerStep,
+  finalizeModelConfig,
+  resolveConfig,
+  resolvePhases,
+  tokenBatch,
+  type TrainConfig,
+} from '@patchflow/trainer';
+import { autotune, TILE_CANDIDATES, type TileConfig } from '../compiled/index.js';
+import { compileWebGpuStep, getComputeDevice } from './compiler.js';
+
+export interface GpuBenchShape {
+  label: string;
+  nLayer: number;
+  dModel: number;
+  nHead: number;
+  seqLen: number;
+  batch: number;
+}
+
+export const GPU_BENCH_SHAPES: GpuBenchShape[] = [
+  { label: '4L d256 T128 B16', nLayer: 4, dModel: 256, nHead: 4, seqLen: 128, batch: 16 },
+  { label: '6L d512 T256 B16', nLayer: 6, dModel: 512, nHead: 8, seqLen: 256, batch: 16 },
+  { label: '12L d768 T512 B8', nLayer: 12, dModel: 768, nHead: 12, seqLen: 512, batch: 8 },
+];
+
+/** Dense fp32 (non-tensor-core) peaks, TFLOP/s, by a name in the adapter's description. */
+const FP32_PEAK: [RegExp, number][] = [
+  [/H200/i, 66.9],
+  [/H100/i, 66.9],
+  [/A100/i, 19.5],
+  [/L40S/i, 91.6],
+  [/4090/i, 82.6],
+];
+
+export interface GpuBenchRow {
+  shape: string;
+  compiledTokensPerSecond: number;
+  compiledMsPerStep: number;
+  eagerTokensPerSecond?: number;
+  eagerMsPerStep?: number;
+  dispatchesPerStep: number;
+}
+
+export interface GpuBenchResult {
+  gpu: string;
+  driver: string;
+  date: string;
+  rows: GpuBenchRow[];
+  matmul: {
+    /** Edge of the square product timed (4096 unless asked otherwise); fp32Tflops4096 is at this size. */
+    size: number;
+    fp32Tflops4096: number;
+    fp32PeakTflops?: number;
+    tile4096?: TileConfig;
+    /** The step's distinct dense products at the largest shape, with their tuned TFLOP/s. */
+    shapes: { m: number; n: number; k: number; transA: boolean; transB: boolean; tflops: number; tile?: TileConfig }[];
+  };
+}
+
+function shapeConfig(s: GpuBenchShape): TrainConfig {
+  const c = resolveConfig({ model: { nLayer: s.nLayer, dModel: s.dModel, nHead: s.nHead, seqLen: s.seqLen }, batchSize: s.batch, optim: { warmupSteps: 0 } });
+  return { ...c, model: finalizeModelConfig(c.model, 256) };
+}
+
+function tokenStream(n: number): Int32Array {
+  const r = new Rng(5);
+  return Int32Array.from({ length: n }, () => Math.floor(r.next() * 256));
+}
+
+/** ms per step of the compiled step for one shape (steps in flight as in training). */
+async function timeCompiled(s: GpuBenchShape, steps: number, warmup: number, log: (l: string) => void): Promise<{ ms: number; dispatches: number }> {
+  const config = shapeConfig(s);
+  const model = new GPT(config.model, 1);
+  const optimizer = new AdamW(config.optim, model.specs.map((x) => ({ name: x.name, variable: model.p(x.name), decay: x.decay })));
+  const phase = resolvePhases(buildPlan([], config), config, [], model, optimizer)[0]!;
+  const step = await compileWebGpuStep({ config, model, optimizer, phase, contribution: {} });
+  if ('reason' in step) throw new Error(step.reason);
+  log(`${s.label}: ${step.description}`);
+  await step.load();
+  const sampler = new BatchSampler(tokenStream(1 << 20), new Rng(2));
+  const batch = () => tokenBatch(sampler.windows(s.batch, s.seqLen + 1), s.batch, phase.layout);
+  const run = async (n: number) => {
+    let prev: Promise<unknown> | undefined;
+    for (let i = 0; i < n; i++) {
+      const { done } = await step.submit([batch()], 1e-4, i + 1);
+      if (prev) await prev;
+      prev = done;
+    }
+    await prev;
+  };
+  await run(warmup);
+  const t0 = performance.now();
+  await run(steps);
+  const ms = (performance.now() - t0) / steps;
+  const dispatches = Number(/^(\d+) dispatches/.exec(step.description)?.[1] ?? NaN);
+  step.dispose();
+  model.dispose();
+  optimizer.dispose();
+  return { ms, dispatches };
+}
+
+/** ms per step of the eager tfjs step on the webgpu backend. */
+async function timeEager(s: GpuBenchShape, steps: number, warmup: number): Promise<number> {
+  await useBackend('webgpu');
+  const config = shapeConfig(s);
+  const model = new GPT(config.model, 1);
+  const optimizer = new AdamW(config.optim, model.specs.map((x) => ({ name: x.name, variable: model.p(x.name), decay: x.decay })));
+  const phase = resolvePhases(buildPlan([], config), config, [], model, optimizer)[0]!;
+  const sampler = new BatchSampler(tokenStream(1 << 20), new Rng(2));
+  const one = () => eagerStep({ config, model, optimizer, sampler, phase, active: [], phaseCtx: () => ({}) as never, stepCtx: () => ({}) as never, lr: 1e-4 });
+  for (let i = 0; i < warmup; i++) await one();
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) await one();
+  const ms = (performance.now() - t0) / steps;
+  model.dispose();
+  optimizer.dispose();
+  return ms;
+}
+
+export interface GpuBenchOptions {
+  /** Measured steps per shape (default 30 compiled; eager takes a third, at least 3). */
+  steps?: number;
+  /** Shapes (default GPU_BENCH_SHAPES; --quick: the first one). */
+  shapes?: GpuBenchShape[];
+  /** Skip the eager tfjs-webgpu step (slow: seconds per step at the largest shape). */
+  skipEager?: boolean;
+  /** Edge of the square matmul timed against the fp32 peak (default 4096). */
+  matmulSize?: number;
+  /** Also time the largest shape's products (default true). */
+  modelShapes?: boolean;
+  log?: (line: string) => void;
+}
+
+export async function gpuBench(opts: GpuBenchOptions = {}): Promise<GpuBenchResult> {
+  const log = opts.log ?? (() => {});
+  const steps = opts.steps ?? 30;
+  const shapes = opts.shapes ?? GPU_BENCH_SHAPES;
+  const cd = await getComputeDevice();
+  const rows: GpuBenchRow[] = [];
+  for (const s of shapes) {
+    const tokens = s.batch * s.seqLen;
+    const c = await timeCompiled(s, steps, 5, log);
+    const row: GpuBenchRow = { shape: s.label, compiledTokensPerSecond: (tokens / c.ms) * 1000, compiledMsPerStep: c.ms, dispatchesPerStep: c.dispatches };
+    log(`${s.label}: compiled ${c.ms.toFixed(2)} ms/step, ${Math.round(row.compiledTokensPerSecond).toLocaleString('en-US')} tokens/s`);
+    if (!opts.skipEager) {
+      const e = await timeEager(s, Math.max(3, Math.round(steps / 3)), 2);
+      row.eagerMsPerStep = e;
+      row.eagerTokensPerSecond = (tokens / e) * 1000;
+      log(`${s.label}: eager ${e.toFixed(1)} ms/step, ${Math.round(row.eagerTokensPerSecond).toLocaleString('en-US')} tokens/s`);
+    }
+    rows.push(row);
+  }
+  const edge = opts.matmulSize ?? 4096;
+  const big = await autotune(cd.device, { shapes: [{ m: edge, n: edge, k: edge }], configs: TILE_CANDIDATES, reps: 10, warmup: 2 });
+  const last = shapes.at(-1)!;
+  const R = last.batch * last.seqLen;
+  const d = last.dModel;
+  const modelShapes = [
+    { m: R, n: 3 * d, k: d, transA: false, transB: false },
+    { m: R, n: 4 * d, k: d, transA: false, transB: false },
+    { m: R, n: d, k: 4 * d, transA: false, transB: false },
+    { m: R, n: d, k: 4 * d, transA: false, transB: true },
+    { m: d, n: 4 * d, k: R, transA: true, transB: false },
+  ];
+  const tunedShapes = opts.modelShapes === false ? [] : await autotune(cd.device, { shapes: modelShapes, reps: 10, warmup: 2 });
+  const peak = FP32_PEAK.find(([re]) => re.test(`${cd.info.description} ${cd.info.device}`))?.[1];
+  return {
+    gpu: cd.info.description || cd.info.device || cd.info.vendor,
+    driver: `${cd.info.vendor} ${cd.info.architecture}`.trim(),
+    date: new Date().toISOString(),
+    rows,
+    matmul: {
+      size: edge,
+      fp32Tflops4096: big[0]!.tflops,
+      ...(peak ? { fp32PeakTflops: peak } : {}),
+      ...(big[0]!.tile ? { tile4096: big[0]!.tile } : {}),
+      shapes: tunedShapes.map((t) => ({ ...(t.shape as { m: number; n: number; k: number; transA: boolean; transB: boolean }), tflops: t.tflops, ...(t.tile ? { tile: t.tile } : {}) })),
+    },
+  };
+}

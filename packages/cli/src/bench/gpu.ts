@@ -1,0 +1,36 @@
+/**
+ * bench gpu: the compiled WebGPU training step vs the eager tfjs-webgpu step (tokens/s, side by side),
+ * and the compiled matmul's TFLOP/s (backend-gpu src/step/bench.ts). Needs a WebGPU adapter.
+ */
+import { getBackendPlugin } from '@patchflow/tensor';
+import { GPU_BENCH_SHAPES, gpuBench } from '@patchflow/backend-gpu';
+import { UserError } from '../errors.js';
+import { formatNumber, formatTable } from '../table.js';
+
+export async function gpuBenchSuite(values: Record<string, unknown>): Promise<{ json: unknown; table: string }> {
+  const avail = await getBackendPlugin('webgpu').checkAvailability();
+  if (!avail.ok) throw new UserError(`bench gpu needs a WebGPU adapter: ${avail.reason}`);
+  const quick = values.quick === true;
+  const r = await gpuBench({
+    steps: typeof values.steps === 'number' ? values.steps : quick ? 10 : 30,
+    shapes: quick ? GPU_BENCH_SHAPES.slice(0, 1) : GPU_BENCH_SHAPES,
+    // --quick (and software adapters in CI): a small square product, no per-shape tuning
+    ...(quick ? { matmulSize: 512, modelShapes: false } : {}),
+    log: (l) => process.stderr.write(`bench gpu: ${l}\n`),
+  });
+  const table =
+    `${r.gpu} (${r.driver})\n` +
+    formatTable(
+      r.rows.map((x) => ({
+        shape: x.shape,
+        'compiled tokens/s': Math.round(x.compiledTokensPerSecond),
+        'compiled ms/step': formatNumber(x.compiledMsPerStep, 2),
+        'eager tokens/s': x.eagerTokensPerSecond === undefined ? '' : Math.round(x.eagerTokensPerSecond),
+        speedup: x.eagerTokensPerSecond ? `${formatNumber(x.compiledTokensPerSecond / x.eagerTokensPerSecond, 1)}x` : '',
+        dispatches: x.dispatchesPerStep,
+      })),
+    ) +
+    `\nmatmul fp32 at ${r.matmul.size}³: ${formatNumber(r.matmul.fp32Tflops4096, 2)} TFLOP/s` +
+    (r.matmul.fp32PeakTflops ? ` (${formatNumber((100 * r.matmul.fp32Tflops4096) / r.matmul.fp32PeakTflops, 1)}% of the ${r.matmul.fp32PeakTflops} TFLOP/s fp32 peak)` : '');
+  return { json: r, table };
+}
