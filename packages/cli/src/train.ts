@@ -217,7 +217,7 @@ export function summary(r: TrainResult, config: TrainConfig, out: string): strin
   return (
     `Trained a ${r.model.config.nLayer}-layer, d=${r.model.config.dModel} GPT (${fmtParams(r.model.parameterCount())} parameters) ` +
     `for ${r.steps} steps over ${r.phases.length} phase(s) on ${config.backend}: ${r.tokens.toLocaleString('en-US')} tokens, ` +
-    `${(r.flops / 1e12).toFixed(2)} TFLOP, in ${r.seconds.toFixed(0)} s (${Math.round(tps).toLocaleString('en-US')} tokens/s). ` +
+    `${(r.flops / 1e12).toFixed(2)} TFLOP, in ${r.seconds.toFixed(0)} s (${Math.round(tps).toLocaleString('en-US')} tokens/s; ${r.stepSeconds.toFixed(1)} s of it in training steps). ` +
     `Training loss went from ${first?.toFixed(3) ?? 'n/a'} to ${losses.at(-1)?.loss.toFixed(3) ?? 'n/a'}; ` +
     `final validation loss ${r.valLoss.toFixed(4)} ${unit} (perplexity ${ppl.toFixed(2)}` +
     (config.tokenizer ? ')' : `, ${(r.valLoss / Math.LN2).toFixed(3)} bits/byte)`) +

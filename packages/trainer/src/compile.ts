@@ -45,6 +45,8 @@ export interface CompileRequest {
 export interface CompiledStep {
   /** One line for the run's log: kernels per step, memory. */
   readonly description: string;
+  /** How many submitted steps may be unread at once (the trainer keeps that many in flight). */
+  readonly stepsInFlight: number;
   /** Uploads the model's weights and the optimizer's moments (at the start of a phase, or after they changed). */
   load(): Promise<void>;
   /**

@@ -71,6 +71,11 @@ export interface TrainResult {
   flops: number;
   tokens: number;
   seconds: number;
+  /**
+   * Seconds of this process's training steps: the run's time less evaluations, checkpoints and
+   * compiling (and the weight copies they need on a compiled step).
+   */
+  stepSeconds: number;
   interrupted: boolean;
 }
 
@@ -227,9 +232,21 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     return c;
   };
 
+  /** Seconds spent outside training steps (evaluations, checkpoints, compiling). */
+  let aside = 0;
+  const timedAside = async <T>(f: () => Promise<T>): Promise<T> => {
+    const t = performance.now();
+    try {
+      return await f();
+    } finally {
+      aside += (performance.now() - t) / 1000;
+    }
+  };
+
   const resumedAtEnd = !!ckpt && run.step >= totalSteps;
   emit({ type: 'start', phases, totalSteps, parameters: model.parameterCount(), resumedFrom: ckpt ? run.step : undefined });
   const t0 = Date.now() - run.elapsed * 1000;
+  const loopStart = performance.now();
   let interrupted = false;
 
   const doEval = async () => {
@@ -258,7 +275,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     }
     for (const p of active) await p.phaseStart?.(phaseCtx(ph, p));
     emit({ type: 'phase', phase: ph });
-    const compiled = await compilePhase(ph, active);
+    const compiled = await timedAside(() => compilePhase(ph, active));
     const hasFlopsHook = active.some((p) => p.flops);
     const rowsPerStep = config.batchSize * config.gradAccum;
     let windowStart = Date.now();
@@ -303,9 +320,9 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
       const last = run.step === totalSteps;
       const evalNow = config.evalEvery > 0 && run.step % config.evalEvery === 0 && !last;
       const saveNow = config.checkpointEvery > 0 && run.step % config.checkpointEvery === 0 && !last;
-      if ((evalNow || saveNow) && compiled) await compiled.store();
-      if (evalNow) await doEval();
-      if (saveNow) await save();
+      if ((evalNow || saveNow) && compiled) await timedAside(() => compiled.store());
+      if (evalNow) await timedAside(doEval);
+      if (saveNow) await timedAside(save);
       // let signal handlers run: on the cpu backends every await above resolves at once, so without
       // this turn of the event loop a Ctrl-C would not be seen until training ends
       await new Promise<void>((r) => setImmediate(r));
@@ -319,7 +336,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     };
 
     if (compiled) {
-      await compiled.load();
+      await timedAside(() => compiled.load());
       const pending: Pending[] = [];
       const drainOne = async () => {
         const p = pending.shift()!;
@@ -334,13 +351,13 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
           const batches = Array.from({ length: config.gradAccum }, () => makeBatch(ph, active));
           optimizer.t += 1;
           pending.push({ result: (await compiled.submit(batches, lr, optimizer.t)).done, lr });
-          // keep one step in flight while the next is prepared, except where the step's weights are needed
-          while (pending.length > 1 || (pending.length && isSyncPoint(run.step + pending.length))) {
+          // keep steps in flight while the next is prepared, except where a step's weights are needed
+          while (pending.length > compiled.stepsInFlight || (pending.length && isSyncPoint(run.step + pending.length))) {
             if (await drainOne()) break outer;
           }
         }
         while (pending.length) if (await drainOne()) break outer;
-        await compiled.store();
+        await timedAside(() => compiled.store());
       } finally {
         // steps submitted but not booked (an error, an interrupt) are not counted
         optimizer.t -= pending.length;
@@ -358,13 +375,14 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
       if (await afterBooking()) break outer;
     }
   }
+  const stepSeconds = (performance.now() - loopStart) / 1000 - aside;
   let valLoss = evals.at(-1)?.valLoss ?? NaN;
   const alreadyDone = resumedAtEnd && evals.at(-1)?.step === run.step;
   if (!interrupted && !alreadyDone) {
     valLoss = await doEval();
     await save();
   }
-  return { model, tokenizer, plugins, phases, steps: run.step, valLoss, evals, losses, flops: run.flops, tokens: run.tokens, seconds: (Date.now() - t0) / 1000, interrupted };
+  return { model, tokenizer, plugins, phases, steps: run.step, valLoss, evals, losses, flops: run.flops, tokens: run.tokens, seconds: (Date.now() - t0) / 1000, stepSeconds, interrupted };
 }
 
 /**

@@ -6,7 +6,8 @@
  *
  * A step is timed from submit to the GPU finishing it, over `steps` steps after warm-up steps: the
  * compiled step keeps one step in flight while it prepares the next (as training does); the eager
- * step reads its loss every step (as training does).
+ * step reads its loss every step (as training does). GPU time per kernel kind comes from one profiled
+ * step (timestamp queries around each dispatch).
  */
 import { useBackend } from '@patchflow/tensor';
 import {
@@ -24,6 +25,7 @@ import {
 } from '@patchflow/trainer';
 import { autotune, TILE_CANDIDATES, type TileConfig } from '../compiled/index.js';
 import { compileWebGpuStep, getComputeDevice } from './compiler.js';
+import { STEPS_IN_FLIGHT } from './program.js';
 
 export interface GpuBenchShape {
   label: string;
@@ -56,6 +58,8 @@ export interface GpuBenchRow {
   eagerTokensPerSecond?: number;
   eagerMsPerStep?: number;
   dispatchesPerStep: number;
+  /** GPU time of one step by kernel kind (timestamp queries, each dispatch in its own pass), ms; largest first. */
+  profile?: { kernel: string; ms: number; dispatches: number }[];
 }
 
 export interface GpuBenchResult {
@@ -85,7 +89,12 @@ function tokenStream(n: number): Int32Array {
 }
 
 /** ms per step of the compiled step for one shape (steps in flight as in training). */
-async function timeCompiled(s: GpuBenchShape, steps: number, warmup: number, log: (l: string) => void): Promise<{ ms: number; dispatches: number }> {
+/** Kernel kind of a label: its words before the first dimension or count ('matmul NT', 'layerNorm backward dx', ...). */
+function kind(label: string): string {
+  return label.replace(/\s*\(writable inputs\)/, '').split(/ (?=[\dB]\S*[=x\d])/)[0]!.replace(/ \d.*$/, '');
+}
+
+async function timeCompiled(s: GpuBenchShape, steps: number, warmup: number, log: (l: string) => void): Promise<{ ms: number; dispatches: number; profile?: GpuBenchRow['profile'] }> {
   const config = shapeConfig(s);
   const model = new GPT(config.model, 1);
   const optimizer = new AdamW(config.optim, model.specs.map((x) => ({ name: x.name, variable: model.p(x.name), decay: x.decay })));
@@ -97,23 +106,41 @@ async function timeCompiled(s: GpuBenchShape, steps: number, warmup: number, log
   const sampler = new BatchSampler(tokenStream(1 << 20), new Rng(2));
   const batch = () => tokenBatch(sampler.windows(s.batch, s.seqLen + 1), s.batch, phase.layout);
   const run = async (n: number) => {
-    let prev: Promise<unknown> | undefined;
+    const inFlight: Promise<unknown>[] = [];
     for (let i = 0; i < n; i++) {
-      const { done } = await step.submit([batch()], 1e-4, i + 1);
-      if (prev) await prev;
-      prev = done;
+      inFlight.push((await step.submit([batch()], 1e-4, i + 1)).done);
+      if (inFlight.length > STEPS_IN_FLIGHT) await inFlight.shift();
     }
-    await prev;
+    await Promise.all(inFlight);
   };
-  await run(warmup);
+  // warm up for a second at least (pipelines, caches, GPU clocks), then time at least `steps` steps
+  // and two seconds, as a long training run sees them
+  const w0 = performance.now();
+  while (performance.now() - w0 < 1000) await run(warmup);
+  let done = 0;
   const t0 = performance.now();
-  await run(steps);
-  const ms = (performance.now() - t0) / steps;
+  while (done < steps || performance.now() - t0 < 2000) {
+    await run(steps);
+    done += steps;
+  }
+  const ms = (performance.now() - t0) / done;
   const dispatches = Number(/^(\d+) dispatches/.exec(step.description)?.[1] ?? NaN);
+  let profile: GpuBenchRow['profile'];
+  const cd = await getComputeDevice();
+  if (cd.device.features.has('timestamp-query')) {
+    const byKind = new Map<string, { ms: number; dispatches: number }>();
+    for (const p of await step.profile([batch()], 1e-4, steps + warmup + 1)) {
+      const e = byKind.get(kind(p.label)) ?? { ms: 0, dispatches: 0 };
+      e.ms += p.ms;
+      e.dispatches++;
+      byKind.set(kind(p.label), e);
+    }
+    profile = [...byKind].map(([kernel, e]) => ({ kernel, ...e })).sort((a, b) => b.ms - a.ms);
+  }
   step.dispose();
   model.dispose();
   optimizer.dispose();
-  return { ms, dispatches };
+  return { ms, dispatches, ...(profile ? { profile } : {}) };
 }
 
 /** ms per step of the eager tfjs step on the webgpu backend. */
@@ -157,7 +184,8 @@ export async function gpuBench(opts: GpuBenchOptions = {}): Promise<GpuBenchResu
   for (const s of shapes) {
     const tokens = s.batch * s.seqLen;
     const c = await timeCompiled(s, steps, 5, log);
-    const row: GpuBenchRow = { shape: s.label, compiledTokensPerSecond: (tokens / c.ms) * 1000, compiledMsPerStep: c.ms, dispatchesPerStep: c.dispatches };
+    const row: GpuBenchRow = { shape: s.label, compiledTokensPerSecond: (tokens / c.ms) * 1000, compiledMsPerStep: c.ms, dispatchesPerStep: c.dispatches, ...(c.profile ? { profile: c.profile } : {}) };
+    if (c.profile) log(`${s.label}: GPU time by kernel: ${c.profile.slice(0, 8).map((p) => `${p.kernel} ${p.ms.toFixed(2)} ms (${p.dispatches})`).join(', ')}`);
     log(`${s.label}: compiled ${c.ms.toFixed(2)} ms/step, ${Math.round(row.compiledTokensPerSecond).toLocaleString('en-US')} tokens/s`);
     if (!opts.skipEager) {
       const e = await timeEager(s, Math.max(3, Math.round(steps / 3)), 2);

@@ -10,10 +10,10 @@ import { buildStepGraph, describeSchedule, lowerStep, type Schedule } from '@pat
 import { registerStepCompiler, type AdamW, type Batch, type CompileRequest, type CompiledStep, type GPT, type StepCompiler } from '@patchflow/trainer';
 import { createDawnGpu, type GpuLike } from '../gpu.js';
 import { autotune, settle, type BenchShape, type TileConfig } from '../compiled/index.js';
-import { GpuRuntimeError, GpuTrainingState, StepProgram, fmtBytes, type ProgramOptions } from './program.js';
+import { GpuRuntimeError, GpuTrainingState, STEPS_IN_FLIGHT, StepProgram, fmtBytes, type ProgramOptions } from './program.js';
 
-/** Dawn toggles of the compiled step's device: its kernels never rely on bounds clamping or zeroed workgroup memory. */
-export const COMPUTE_DAWN_FLAGS = ['enable-dawn-features=allow_unsafe_apis,disable_robustness,disable_workgroup_init'];
+/** Dawn toggles of the compiled step's device: its kernels never rely on bounds clamping or zeroed workgroup memory; profiles want unquantized timestamps. */
+export const COMPUTE_DAWN_FLAGS = ['enable-dawn-features=allow_unsafe_apis,disable_robustness,disable_workgroup_init', 'disable-dawn-features=timestamp_quantization'];
 
 interface ComputeDevice {
   /** Held for the device's lifetime: Dawn crashes when its instance is garbage-collected. */
@@ -82,6 +82,7 @@ function checkFailure(cd: ComputeDevice): void {
 
 class WebGpuCompiledStep implements CompiledStep {
   readonly description: string;
+  readonly stepsInFlight = STEPS_IN_FLIGHT;
 
   constructor(
     private readonly cd: ComputeDevice,
@@ -140,6 +141,11 @@ class WebGpuCompiledStep implements CompiledStep {
     const r = await this.program.submit(batches.map((b) => ({ ids: b.inputs, labels: b.labels })), 0, 1, { skipOptimizer: true });
     const { loss } = await r.done;
     return { loss, grads: await this.state.read('grad') };
+  }
+
+  /** GPU time of every dispatch of one step (see StepProgram.profile). */
+  profile(batches: Batch[], lr: number, t: number): Promise<{ label: string; ms: number }[]> {
+    return this.program.profile(batches.map((b) => ({ ids: b.inputs, labels: b.labels })), lr, t);
   }
 
   /** The lowered schedule, one line per call. */

@@ -60,6 +60,13 @@ export class GpuLimitError extends PatchflowError {
   override name = 'GpuLimitError';
 }
 
+/**
+ * Steps a caller may keep submitted but unread (the trainer and the benchmark do): the host builds
+ * the next step's inputs and encodes it while the GPU runs the earlier ones. The readback ring has
+ * one staging buffer more.
+ */
+export const STEPS_IN_FLIGHT = 2;
+
 const STORAGE = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 const ALIGN = 256;
 const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
@@ -317,7 +324,7 @@ export class StepProgram {
     this.norm = device.createBuffer({ label: 'grad norm', size: 256, usage: STORAGE() });
     this.uniform = device.createBuffer({ label: 'adamw step', size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     this.scratch = device.createBuffer({ label: 'scratch', size: align(this.scratchBytes()), usage: STORAGE() });
-    for (let i = 0; i < 3; i++) this.staging.push(device.createBuffer({ label: `staging ${i}`, size: align((accum + 2) * 4), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }));
+    for (let i = 0; i <= STEPS_IN_FLIGHT; i++) this.staging.push(device.createBuffer({ label: `staging ${i}`, size: align((accum + 2) * 4), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }));
     for (const c of schedule.prologue) this.prologue.push(...this.lower(c, 0));
     for (let i = 0; i < accum; i++) this.body.push(schedule.body.flatMap((c) => this.lower(c, i)));
     for (const c of schedule.epilogue) this.epilogue.push(...this.lower(c, 0));
@@ -605,6 +612,45 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
       }
     })();
     return { done };
+  }
+
+  /**
+   * Times every dispatch of one step (each in a compute pass of its own, with timestamp queries; the
+   * step's update is applied as usual). Needs the device feature 'timestamp-query'. Returns the
+   * GPU milliseconds per dispatch, in order, with the kernel's label.
+   */
+  async profile(micro: MicroBatch[], lr: number, t: number): Promise<{ label: string; ms: number }[]> {
+    if (!this.device.features.has('timestamp-query')) throw new Error('profiling needs the timestamp-query feature');
+    const meta = this.schedule.meta;
+    micro.forEach((mb, i) => {
+      put(this.device, this.ids[i]!, 0, mb.ids);
+      put(this.device, this.labels[i]!, 0, mb.labels);
+      const csr = embeddingCsr(mb.ids, meta.model.vocabSize);
+      put(this.device, this.csrOffsets[i]!, 0, csr.offsets);
+      put(this.device, this.csrPositions[i]!, 0, csr.positions);
+    });
+    put(this.device, this.uniform, 0, adamwUniform(this.opts.optim, lr, t));
+    const all = [...this.prologue, ...this.body.flat(), ...this.epilogue];
+    const count = 2 * all.length;
+    const qs = this.device.createQuerySet({ type: 'timestamp', count });
+    const resolve = this.device.createBuffer({ size: count * 8, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const read = this.device.createBuffer({ size: count * 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = this.device.createCommandEncoder();
+    all.forEach((d, i) => {
+      const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+      pass.setPipeline(this.runner.pipeline(d.spec));
+      pass.setBindGroup(0, d.group);
+      pass.dispatchWorkgroups(...d.spec.workgroups);
+      pass.end();
+    });
+    enc.resolveQuerySet(qs, 0, count, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, read, 0, count * 8);
+    this.device.queue.submit([enc.finish()]);
+    await settle(read.mapAsync(GPUMapMode.READ));
+    const ts = new BigUint64Array(read.getMappedRange().slice(0));
+    read.unmap();
+    [qs, resolve, read].forEach((x) => x.destroy());
+    return all.map((d, i) => ({ label: d.spec.label, ms: Number(ts[2 * i + 1]! - ts[2 * i]!) / 1e6 }));
   }
 
   destroy(): void {
