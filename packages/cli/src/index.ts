@@ -9,6 +9,7 @@ import { trainCommand, TRAIN_FLAGS } from './train.js';
 import { evalCommand, generateCommand, EVAL_FLAGS, GENERATE_FLAGS } from './inference.js';
 import { backendsCommand } from './backends.js';
 import { benchCommand, BENCH_FLAGS } from './bench/index.js';
+import pkg from '../package.json' with { type: 'json' };
 import { graphCommand, simulateCommand, GRAPH_FLAGS, SIMULATE_FLAGS } from './simulate.js';
 import { tokenizerCommand, TOKENIZER_FLAGS } from './tokenizer.js';
 import { exportCommand, importCommand, EXPORT_FLAGS, IMPORT_FLAGS } from './hf.js';
@@ -26,10 +27,17 @@ export const COMMANDS: CommandSpec[] = [
   { name: 'simulate', summary: 'step time, utilization, memory and traffic on a chip: kernel-by-kernel or dataflow', flags: SIMULATE_FLAGS },
 ];
 
+/** This package's version (package.json, read at build time by tsup's JSON import). */
+export const VERSION: string = pkg.version;
+
 export async function main(argv: string[]): Promise<number> {
   return runCli(async () => {
     if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
       process.stdout.write(usage());
+      return 0;
+    }
+    if (argv[0] === '--version' || argv[0] === '-v' || argv[0] === 'version') {
+      process.stdout.write(`patchflow ${VERSION}\n`);
       return 0;
     }
     const parsed = parseCommand(argv, COMMANDS);

@@ -45,17 +45,25 @@ export async function evalCommand(values: Record<string, unknown>): Promise<numb
 
 export async function generateCommand(values: Record<string, unknown>): Promise<number> {
   const dir = needCheckpoint(values);
+  const sampling = { temperature: checkedTemperature(values.temperature), topK: checkedTopK(values['top-k']) };
   await loadBackendModules();
   const loaded = await loadTrainedModel(dir, String(values.backend));
   const prompt = String(values.prompt ?? '');
   // an empty prompt starts from a newline
   const ids = loaded.tokenizer.encode(prompt || '\n');
-  const out = await generate(loaded.model, ids, {
-    maxNewTokens: Number(values['max-tokens']),
-    temperature: Number(values.temperature),
-    topK: Number(values['top-k']),
-    seed: Number(values.seed),
-  });
+  const out = await generate(loaded.model, ids, { maxNewTokens: Number(values['max-tokens']), ...sampling, seed: Number(values.seed) });
   process.stdout.write(prompt + loaded.tokenizer.decode(out) + '\n');
   return 0;
+}
+
+function checkedTemperature(v: unknown): number {
+  const t = Number(v);
+  if (!Number.isFinite(t) || t < 0) throw new UserError(`--temperature must be a number >= 0 (0 = greedy), got ${String(v)}`);
+  return t;
+}
+
+function checkedTopK(v: unknown): number {
+  const k = Number(v);
+  if (!Number.isInteger(k) || k < 0) throw new UserError(`--top-k must be an integer >= 0 (0 = all tokens), got ${String(v)}`);
+  return k;
 }

@@ -1,7 +1,7 @@
 /** `patchflow train`: flags and config file -> TrainConfig -> train(), with progress, metrics, plot and summary. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { resolveConfig, train, checkRunLock, asStorageError, CHECKPOINT_DIR, CHECKPOINT_OLD_DIR, type TrainConfig, type TrainResult } from '@patchflow/trainer';
+import { resolveConfigFrom, train, checkRunLock, asStorageError, CHECKPOINT_DIR, CHECKPOINT_OLD_DIR, type TrainConfig, type TrainResult } from '@patchflow/trainer';
 // importing the plugin packages registers their plugins, so config.plugins entries build them
 import { describePlan, PLUGIN_NAME as PATCH_PLUGIN } from '@patchflow/patch-training';
 import { PLUGIN_NAME as SPARSITY_PLUGIN } from '@patchflow/sparsity';
@@ -69,7 +69,7 @@ export function configFromFlags(values: Record<string, unknown>): TrainConfig {
     const fromFlagEntry = (fromFlags.plugins as Record<string, unknown> | undefined)?.[name];
     if (fromFlagEntry && typeof fromFileEntry === 'object' && fromFileEntry !== null) (fromFlags.plugins as Record<string, unknown>)[name] = { ...fromFileEntry, ...fromFlagEntry };
   }
-  return resolveConfig(fromFile, fromFlags);
+  return resolveConfigFrom(fromFile, fromFlags);
 }
 
 export async function trainCommand(values: Record<string, unknown>): Promise<number> {
@@ -87,7 +87,7 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
     throw new UserError(`--resume: no checkpoint in ${out}`);
   }
   if (resume) {
-    const ignored = ['config', ...Object.keys(FLAG_KEYS).filter((f) => f !== 'backend')].filter((f) => values[f] !== undefined);
+    const ignored = ['config', ...Object.keys(FLAG_KEYS).filter((f) => f !== 'backend' && f !== 'steps')].filter((f) => values[f] !== undefined);
     // --backend and --no-compile apply to the resumed run: train() takes them over the checkpoint's config
     if (ignored.length) process.stderr.write(`patchflow: note: --resume continues with the checkpoint's config; ignoring ${ignored.map((f) => `--${f}`).join(', ')}\n`);
   }
@@ -115,6 +115,8 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
       config,
       outDir: out,
       resume,
+      // --steps on --resume extends the run (a finished one too)
+      ...(resume && typeof values.steps === 'number' ? { extendSteps: values.steps } : {}),
       signal: ac.signal,
       onEvent: (e) => {
         switch (e.type) {

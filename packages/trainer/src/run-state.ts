@@ -3,7 +3,7 @@
  * tools (eval, generate, export) use. checkpoint.ts stores and loads the files; this module says
  * what the trainer's JSON means.
  */
-import { type TrainConfig, resolveConfig } from './config.js';
+import { type TrainConfig, resolveConfigFrom } from './config.js';
 import { CheckpointError, loadCheckpoint, type FloatTensor, type LoadedCheckpoint } from './checkpoint.js';
 import type { SamplerState } from './data.js';
 import type { TokenizerSpec } from './tokenizer.js';
@@ -75,7 +75,7 @@ export function readCheckpointState(raw: unknown, where: string, overrides: { ba
   if (typeof model?.nLayer !== 'number') throw bad('holds no training config');
   let config: TrainConfig;
   try {
-    config = resolveConfig(s.config as unknown as Record<string, unknown>, {
+    config = resolveConfigFrom(s.config, {
       ...(overrides.backend ? { backend: overrides.backend } : {}),
       ...(overrides.compile !== undefined ? { compile: overrides.compile } : {}),
     });

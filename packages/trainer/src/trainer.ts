@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { useBackend, EXIT_CODES, PatchflowError } from '@patchflow/tensor';
-import { type TrainConfig, finalizeModelConfig } from './config.js';
+import { ConfigError, type TrainConfig, finalizeModelConfig } from './config.js';
 import { GPT } from './model.js';
 import { AdamW, learningRate } from './optim.js';
 import { type Batch, type PhaseContext, type StepContext, type TrainerPlugin, buildPlan, tokenBatch } from './plugin.js';
@@ -49,6 +49,12 @@ export interface TrainOptions {
   /** Run directory for checkpoints and metrics; none = keep everything in memory. */
   outDir?: string;
   resume?: boolean;
+  /**
+   * On resume: train to this budget (config.steps, token-level optimizer steps) instead of the
+   * checkpoint's, e.g. to extend a finished run. It may not be smaller than the checkpoint's; the
+   * learning-rate schedule is recomputed for the new length.
+   */
+  extendSteps?: number;
   /** Text to train on; default loadCorpus(config.data). */
   corpus?: { name: string; text: string };
   tokenizer?: Tokenizer;
@@ -110,6 +116,15 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     if (!outDir) throw new Error('resume needs an output directory');
     ckpt = loadTrainingCheckpoint(outDir, { backend: opts.config.backend, compile: opts.config.compile });
     config = ckpt.state.config;
+    if (opts.extendSteps !== undefined && opts.extendSteps !== config.steps) {
+      if (!Number.isInteger(opts.extendSteps) || opts.extendSteps < config.steps) {
+        throw new ConfigError(`a resumed run can be extended, not shortened: steps ${opts.extendSteps} is less than the checkpoint's ${config.steps}`);
+      }
+      emit({ type: 'log', message: `extending the run from ${config.steps} to ${opts.extendSteps} steps; the learning-rate schedule now spans the new length` });
+      config = { ...config, steps: opts.extendSteps };
+    }
+  } else if (opts.extendSteps !== undefined) {
+    throw new ConfigError('extendSteps applies to a resumed run (resume: true)');
   }
   const own = opts.plugins ?? pluginsFromConfig(config);
   // a backend's run plugin yields to one of the same name the caller brought (its own settings)
