@@ -19,7 +19,7 @@ export const COMMANDS: CommandSpec[] = [
   { name: 'eval', summary: 'validation loss and perplexity of a checkpoint', flags: EVAL_FLAGS },
   { name: 'generate', summary: 'sample text from a checkpoint', flags: GENERATE_FLAGS },
   { name: 'backends', summary: 'list backends and whether they can run here', flags: [] },
-  { name: 'bench', summary: 'benchmarks: bench throughput|kernels|profile|patch|sparsity|gpu [--json]', flags: BENCH_FLAGS, positionals: ['suite'] },
+  { name: 'bench', summary: 'benchmarks: bench throughput|kernels|profile|patch|sparsity|gpu|scaling [--json]', flags: BENCH_FLAGS, positionals: ['suite'] },
   { name: 'graph', summary: 'the op graph of one training step, fused and scheduled (--json for the documented schema)', flags: GRAPH_FLAGS },
   { name: 'tokenizer', summary: 'tokenizer train --vocab N --out tokenizer.json: train a byte-level BPE (Hugging Face tokenizer.json)', flags: TOKENIZER_FLAGS, positionals: [{ name: 'action', help: 'train (the only action)', required: false }] },
   { name: 'export', summary: 'export --format hf --checkpoint DIR --out DIR: a checkpoint as a Hugging Face transformers model', flags: EXPORT_FLAGS },

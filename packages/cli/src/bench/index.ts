@@ -8,13 +8,19 @@ import { kernelsBench, profileBench } from './kernels.js';
 import { patchBench } from './patch.js';
 import { sparsityBench } from './sparsity.js';
 import { gpuBenchSuite } from './gpu.js';
+import { scalingBench } from './scaling.js';
 
 export const BENCH_FLAGS: FlagSpec[] = [
   { name: 'json', type: 'boolean', help: 'print the result as JSON instead of a table' },
   { name: 'out', type: 'string', help: 'also write the JSON result to this file' },
   { name: 'steps', type: 'int', help: 'measured steps per configuration (after one warm-up step)' },
   { name: 'quick', type: 'boolean', help: 'a smaller, faster version of the suite' },
-  { name: 'backend', type: 'string', help: 'backend for bench profile (default cpu)' },
+  { name: 'backend', type: 'string', help: 'backend for bench profile and bench scaling (default cpu)' },
+  { name: 'data', type: 'string', help: 'bench scaling: the corpus to study (a path or corpus:NAME; default the grid\'s, corpus:english for the full grid)' },
+  { name: 'sizes', type: 'string', help: 'bench scaling: only these model sizes of the grid (comma list of labels, e.g. "2L d128")' },
+  { name: 'budgets', type: 'string', help: 'bench scaling: only these token budgets of the grid (comma list, e.g. 1000000,4000000)' },
+  { name: 'tokenizers', type: 'string', help: 'bench scaling: only these tokenizers of the grid (comma list: bytes and/or BPE vocabulary sizes)' },
+  { name: 'plans', type: 'string', help: 'bench scaling: only these plans besides dense (comma list of labels, e.g. "patch K=4 λ=2/3,block 75%")' },
 ];
 
 const SUITES: Record<string, (values: Record<string, unknown>) => Promise<{ json: unknown; table: string }>> = {
@@ -24,6 +30,7 @@ const SUITES: Record<string, (values: Record<string, unknown>) => Promise<{ json
   patch: patchBench,
   sparsity: sparsityBench,
   gpu: gpuBenchSuite,
+  scaling: scalingBench,
 };
 
 export async function benchCommand(positionals: string[], values: Record<string, unknown>): Promise<number> {
