@@ -1,4 +1,5 @@
-// patchflow cpu: packed, blocked SGEMM with an AVX-512 / AVX2 FMA micro-kernel (scalar fallback).
+// patchflow cpu: packed, blocked SGEMM with an AVX-512 / AVX2 FMA micro-kernel (scalar fallback);
+// declared in gemm.h. Compiled once per ISA variant (isa.h): the micro-kernel follows the variant's flags.
 //
 // C[M,N] (+)= op(A)[M,K] * op(B)[K,N], with op(A)(i,p) = ta ? A[p*lda+i] : A[i*lda+p] and
 // op(B)(p,j) = tb ? B[j*ldb+p] : B[p*ldb+j]. Both operands are packed into contiguous micro-panels
@@ -7,6 +8,8 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#include "gemm.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -25,6 +28,7 @@
 #endif
 
 namespace pf {
+namespace PF_NS {
 
 constexpr int MR = PF_MR;
 constexpr int NR = PF_NR;
@@ -177,8 +181,8 @@ static inline PackBuffers& thread_buffers() {
 }
 
 // Single-threaded GEMM (called from inside parallel regions). accumulate: C += AB, else C = AB.
-void gemm_st(int M, int N, int K, const float* A, long lda, bool ta, const float* B, long ldb, bool tb,
-                           float* C, long ldc, bool accumulate) {
+void gemm_st(int M, int N, int K, const float* A, long lda, bool ta, const float* B, long ldb, bool tb, float* C,
+             long ldc, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate)
@@ -215,4 +219,5 @@ int gemm_mr() { return MR; }
 int gemm_nr() { return NR; }
 const char* simd_level() { return PF_SIMD; }
 
+}  // namespace PF_NS
 }  // namespace pf
