@@ -226,8 +226,12 @@ function buildFromSource(root: string, out: string): string | undefined {
   const r = spawnSync(process.execPath, [script, '--from-source', '--quiet', '--out', out], { encoding: 'utf8' });
   if (r.error) return `building from source failed: ${r.error.message}`;
   if (r.status !== 0 || !existsSync(out)) {
-    const lines = `${r.stderr ?? ''}`.split('\n').map((l) => l.replace(/^\[patchflow\]\s*(error:\s*)?/, '').trim()).filter(Boolean);
-    return `building from source failed: ${lines.join(' ') || `exit code ${r.status}`}`;
+    // build-native.mjs prints "[patchflow] error: native cpu kernels not built: WHY" and "[patchflow]   WHAT TO INSTALL"
+    const lines = `${r.stderr ?? ''}`
+      .split('\n')
+      .map((l) => l.replace(/^\[patchflow\]\s*(error:\s*)?(native cpu kernels not built:\s*)?/, '').trim())
+      .filter(Boolean);
+    return `building from source failed: ${lines.join('; ') || `exit code ${r.status}`}`;
   }
   return undefined;
 }
@@ -263,14 +267,16 @@ function load(): void {
   if (!existsSync(candidates[0]!.file))
     failures.unshift(
       PREBUILT_TARGETS.includes(target)
-        ? `no prebuilt binary in this copy of the package (${join('prebuilds', target, ADDON)} is missing; run \`npm run build\` in packages/tensor)`
+        ? `no prebuilt binary: ${candidates[0]!.file} is missing (a copy of the package built without it; in the patchflow repository: npm run build in packages/tensor)`
         : `no prebuilt binary for ${target} (prebuilt: ${PREBUILT_TARGETS.join(', ')}, glibc)`,
     );
 
   const script = join(root, 'scripts', 'build-native.mjs');
-  const how = `build them with \`node ${script} --from-source\` (needs a C++17 compiler with OpenMP: apt-get install g++, dnf install gcc-c++, apk add g++, or xcode-select --install), or point PATCHFLOW_NATIVE at a patchflow_cpu.node`;
+  const how = `\`node ${script} --from-source\` builds them (then they load by themselves), or point PATCHFLOW_NATIVE at a patchflow_cpu.node`;
   if (process.env.PATCHFLOW_NATIVE_BUILD === '0') {
-    failures.push(`building from source skipped (PATCHFLOW_NATIVE_BUILD=0); ${how}`);
+    failures.push(
+      `building from source skipped (PATCHFLOW_NATIVE_BUILD=0): ${how} (it needs a C++17 compiler with OpenMP: apt-get install g++, dnf install gcc-c++, apk add g++, or xcode-select --install)`,
+    );
   } else {
     let out = sourceBuilt[0]!;
     try {
@@ -285,7 +291,7 @@ function load(): void {
       if (!why) return;
       failures.push(`the binary built from source does not load: ${why}`);
     } else {
-      failures.push(`${buildErr}; ${how}`);
+      failures.push(`${buildErr}; then ${how}`);
     }
   }
   none(`native kernels not loaded: ${failures.join('; ')}; using stock tfjs kernels`);
