@@ -30,6 +30,9 @@
 
 #include "dispatch.h"
 #include "kernel_table.h"
+#if PF_OMP_SHIM
+#include "omp_shim.h"
+#endif
 
 namespace pf {
 
@@ -43,7 +46,6 @@ static inline const KernelTable& kt() { return *g_kernels; }
 
 // ---------------------------------------------------------------------------------------------
 // argument checking
-
 
 struct Err : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -357,6 +359,9 @@ static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     Args a(env, info, 1);
     const long t = a.integer(0);
+#if PF_OMP_SHIM
+    if (!omp_init()) return;  // no OpenMP runtime: one thread (info().openmpNote says why)
+#endif
     if (t >= 1) g_threads = (int)t;
   });
 }
@@ -372,16 +377,24 @@ static napi_value str_array(napi_env env, const std::vector<std::string>& v) {
   return arr;
 }
 
-// info() -> { threads, simd, openmp, simdCompiled, simdSupported, simdNote? }: simd is the variant the
-// kernels run (chosen at load, dispatch.cc), simdCompiled the variants this binary has, simdSupported
-// those this CPU runs, simdNote why PATCHFLOW_SIMD was not followed.
+// info() -> { threads, simd, openmp, openmpNote?, simdCompiled, simdSupported, simdNote? }: simd is
+// the variant the kernels run (chosen at load, dispatch.cc), simdCompiled the variants this binary
+// has, simdSupported those this CPU runs, simdNote why PATCHFLOW_SIMD was not followed; openmp
+// whether the kernels run multi-threaded, openmpNote why not (omp_shim.cc).
 static napi_value js_info(napi_env env, napi_callback_info) {
   const Dispatch& d = select_kernels();
   napi_value o, t, s, mp;
   napi_create_object(env, &o);
   napi_create_int32(env, g_threads, &t);
   napi_create_string_utf8(env, kt().simd, NAPI_AUTO_LENGTH, &s);
-#ifdef _OPENMP
+#if PF_OMP_SHIM
+  napi_get_boolean(env, omp_init(), &mp);
+  if (*omp_note()) {
+    napi_value n;
+    napi_create_string_utf8(env, omp_note(), NAPI_AUTO_LENGTH, &n);
+    napi_set_named_property(env, o, "openmpNote", n);
+  }
+#elif defined(_OPENMP)
   napi_get_boolean(env, true, &mp);
 #else
   napi_get_boolean(env, false, &mp);
@@ -447,7 +460,10 @@ static napi_value js_stderr_restore(napi_env env, napi_callback_info info) {
 
 static napi_value Init(napi_env env, napi_value exports) {
   pf::g_kernels = pf::select_kernels().table;
-  int hw = 1;
+#if PF_OMP_SHIM
+  pf::omp_init();  // before any parallel region: libgomp.so.1, or one thread
+#endif
+  int hw = 1;  // omp_get_num_procs: the shim's is 1 without libgomp
 #ifdef _OPENMP
   hw = omp_get_num_procs();
 #endif
@@ -456,6 +472,9 @@ static napi_value Init(napi_env env, napi_value exports) {
     const int t = std::atoi(e);
     if (t >= 1) pf::g_threads = t;
   }
+#if PF_OMP_SHIM
+  if (!pf::omp_init()) pf::g_threads = 1;
+#endif
   // Every kernel output is a fresh typed array (calloc). With glibc's defaults, arrays of a few MB
   // are mmapped and unmapped each time, so each one pays page faults on first touch (~15% of a
   // training step). Keep them in the heap instead and don't trim it (memory stays at its peak).

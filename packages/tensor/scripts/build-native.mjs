@@ -178,6 +178,16 @@ function hasOpenMP(cxx, tmp) {
   return run(cxx, ['-fopenmp', src, '-o', path.join(tmp, 'omp-probe')]).ok;
 }
 
+/** The dynamic symbols the binary needs from elsewhere (undefined: no nm). */
+function undefinedSymbols(file, target) {
+  const triple = target === hostTarget() ? '' : target === 'linux-arm64' ? 'aarch64-linux-gnu-' : 'x86_64-linux-gnu-';
+  for (const tool of [`${triple}nm`, 'nm']) {
+    const r = run(tool, ['-D', '--undefined-only', file]);
+    if (r.ok) return r.stdout.split('\n').map((l) => l.trim().split(/\s+/).at(-1)?.split('@')[0]).filter(Boolean);
+  }
+  return undefined;
+}
+
 /** The highest GLIBC_x.y symbol version the binary needs (undefined: not a glibc binary / no objdump). */
 function glibcNeeded(file, target) {
   const triple = target === hostTarget() ? '' : target === 'linux-arm64' ? 'aarch64-linux-gnu-' : 'x86_64-linux-gnu-';
@@ -228,7 +238,11 @@ async function buildOne({ target, out, kind, force }) {
     if (!openmp && kind === 'prebuilt') throw new BuildError(`${cxx} cannot build OpenMP programs (libgomp missing?)`);
     const omp = openmp ? ['-fopenmp'] : [];
     const have = variants.filter((v) => v.name !== 'scalar').map((v) => `-DPF_HAVE_${v.name.toUpperCase()}=1`);
-    const key = buildKey({ target, kind, version, baseline, variants, openmp, common: COMMON_FLAGS });
+    // Prebuilt Linux binaries do not link libgomp (it would be a hard dependency, and libgomp.a
+    // cannot go into a shared object): omp_shim.cc forwards to libgomp.so.1 when it is installed
+    // and runs on one thread when not. Source builds link the compiler's OpenMP runtime.
+    const shim = openmp && kind === 'prebuilt' && target.startsWith('linux');
+    const key = buildKey({ target, kind, version, baseline, variants, openmp, shim, common: COMMON_FLAGS });
     const meta = readMeta(out);
     if (!force && meta?.key === key && existsSync(out)) {
       log(`${path.relative(root, out)} up to date`);
@@ -242,24 +256,30 @@ async function buildOne({ target, out, kind, force }) {
       cmds.push([cxx, [...COMMON_FLAGS, ...omp, ...baseline, ...extra, `-I${nativeDir}`, '-c', path.join(nativeDir, src), '-o', obj]]);
       objects.push(obj);
     };
-    for (const src of BASELINE_SOURCES)
-      compile(src, [...have, `-I${include}`, '-DNAPI_VERSION=8'], path.join(tmp, `base-${src}.o`));
+    for (const src of [...BASELINE_SOURCES, ...(shim ? ['omp_shim.cc'] : [])])
+      compile(src, [...have, `-I${include}`, '-DNAPI_VERSION=8', ...(shim ? ['-DPF_OMP_SHIM=1'] : [])], path.join(tmp, `base-${src}.o`));
     for (const v of variants)
       for (const src of VARIANT_SOURCES) compile(src, [`-DPF_ISA=${v.name}`, ...v.flags], path.join(tmp, `${v.name}-${src}.o`));
     await runJobs(cmds, Number(process.env.PATCHFLOW_NATIVE_JOBS) || os.availableParallelism?.() || os.cpus().length);
 
     const linkOut = path.join(tmp, ADDON);
-    const link = ['-shared', ...omp, '-o', linkOut, ...objects];
+    const link = ['-shared', ...(shim ? [] : omp), '-o', linkOut, ...objects];
     if (target.startsWith('darwin')) link.push('-undefined', 'dynamic_lookup');
     else link.push('-Wl,-z,noexecstack', '-Wl,--as-needed', `-Wl,--version-script=${path.join(nativeDir, 'exports.map')}`);
     const r = run(cxx, link);
     if (!r.ok) throw new BuildError(`link failed: ${firstError(r.stderr || r.error)}`);
 
+    if (shim) {
+      const unresolved = undefinedSymbols(linkOut, target)?.filter((n) => /^(GOMP_|omp_|__kmpc)/.test(n));
+      if (unresolved === undefined) throw new BuildError('nm not found: cannot check the OpenMP entry points');
+      if (unresolved.length)
+        throw new BuildError(`${cxx} emits OpenMP entry points that native/omp_shim.cc does not forward: ${unresolved.join(', ')}`);
+    }
     const info = {
       kind,
       target,
       variants: variants.map((v) => v.name),
-      openmp,
+      openmp: shim ? 'libgomp.so.1 when installed (dlopen), else one thread' : openmp,
       compiler: version,
       flags: baseline.join(' '),
       glibc: target.startsWith('linux') ? glibcNeeded(linkOut, target) : undefined,
@@ -278,7 +298,7 @@ async function buildOne({ target, out, kind, force }) {
     renameSync(tmpOut, out);
     writeFileSync(out.replace(/\.node$/, '.json'), JSON.stringify(info, null, 2) + '\n');
     log(
-      `built ${path.relative(root, out) || out} (${target}, ${info.variants.join('/')}${openmp ? '' : ', no OpenMP: single-threaded'}, ${version.replace(/\s*\(.*?\)\s*/, ' ')}${info.glibc ? `, needs glibc >= ${info.glibc}` : ''}) in ${((Date.now() - t0) / 1000).toFixed(1)}s`,
+      `built ${path.relative(root, out) || out} (${target}, ${info.variants.join('/')}${openmp ? (shim ? ', libgomp optional' : '') : ', no OpenMP: single-threaded'}, ${version.replace(/\s*\(.*?\)\s*/, ' ')}${info.glibc ? `, needs glibc >= ${info.glibc}` : ''}) in ${((Date.now() - t0) / 1000).toFixed(1)}s`,
     );
     if (!openmp) log(`warning: ${cxx} has no OpenMP; the native kernels run single-threaded (install libgomp, or libomp on macOS)`);
     return info;

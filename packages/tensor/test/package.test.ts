@@ -9,9 +9,11 @@
  *
  * 1. the prebuilt binary loads with no compiler involved (PATCHFLOW_NATIVE_BUILD=0): no install
  *    script is needed (npm 11 runs none for dependencies unless approved);
- * 2. without a prebuilt binary for the platform (simulated by deleting prebuilds/ from the installed
+ * 2. without libgomp.so.1 (hidden in a private mount namespace; root only) it still loads and runs
+ *    on one thread, and says what to install;
+ * 3. without a prebuilt binary for the platform (simulated by deleting prebuilds/ from the installed
  *    copy), the first use builds one from the shipped sources, and it loads;
- * 3. when that cannot work (no compiler), nativeInfo() says why and what to do.
+ * 4. when that cannot work (no compiler), nativeInfo() says why and what to do.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -101,8 +103,38 @@ describe.skipIf(skip)('the packed @patchflow/tensor outside the monorepo (slow: 
     expect(r.info.path).toBe(join(installed, 'prebuilds', target, 'patchflow_cpu.node'));
     expect(r.info.build.kind).toBe('prebuilt');
     expect(r.info.simdSupported).toContain(r.info.simd);
+    expect(r.info.openmp).toBe(true);
     expect(r.backend).toBe('patchflow-cpu');
     expect(r.err).toBeLessThan(1e-4);
+  });
+
+  // Hides libgomp.so.1 from the child (as on a slim container image): an overlay in a private
+  // mount namespace whites its files out (needs root and unshare, as .ci/without-vulkan).
+  const root0 = process.getuid?.() === 0 && !spawnSync('unshare', ['--version'], { stdio: 'ignore' }).error;
+  it.skipIf(!root0)('without libgomp.so.1 the prebuilt binary still loads, runs on one thread and says what to install', () => {
+    const hide = [
+      'set -e',
+      'for d in $(ldconfig -p | awk \'/libgomp\\.so/{print $NF}\' | xargs -r -n1 dirname | xargs -r -n1 realpath | sort -u); do',
+      '  t=$(mktemp -d); mount -t tmpfs tmpfs "$t"; mkdir "$t/up" "$t/work"',
+      '  for f in "$d"/libgomp.so*; do mknod "$t/up/$(basename "$f")" c 0 0; done',
+      '  mount -t overlay overlay -o "lowerdir=$d,upperdir=$t/up,workdir=$t/work" "$d"',
+      'done',
+      `exec "${process.execPath}" app.mjs`,
+    ].join('\n');
+    const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', hide], {
+      cwd: app,
+      encoding: 'utf8',
+      env: { ...process.env, PATCHFLOW_NATIVE: undefined, PATCHFLOW_SIMD: undefined, PATCHFLOW_NATIVE_BUILD: '0' },
+      timeout: 300_000,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { info: Record<string, any>; err: number };
+    expect(out.info.loaded, out.info.reason).toBe(true);
+    expect(out.info.origin).toBe('prebuilt');
+    expect(out.info.openmp).toBe(false);
+    expect(out.info.threads).toBe(1);
+    expect(out.info.openmpNote).toMatch(/libgomp\.so\.1 .* is not installed.*apt-get install libgomp1/);
+    expect(out.err).toBeLessThan(1e-4);
   });
 
   it('without a prebuilt binary for the platform, the first use builds one from the shipped sources', () => {

@@ -40,7 +40,7 @@ function probe(env: Record<string, string>, wrap: string[] = [], file = info.pat
 
 describe.skipIf(!info.loaded || !x64)('SIMD dispatch (x64)', () => {
   it('the binary has every variant, runs the best one this CPU supports, and says so', () => {
-    expect(info.build?.variants).toEqual(['scalar', 'avx2', 'avx512']);
+    if (info.origin !== 'env') expect(info.build?.variants).toEqual(['scalar', 'avx2', 'avx512']);
     expect(info.simdSupported).toContain('scalar');
     expect(info.simdSupported).toContain(info.simd);
     if (!process.env.PATCHFLOW_SIMD) expect(info.simd).toBe(info.simdSupported!.at(-1));

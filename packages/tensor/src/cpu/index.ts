@@ -47,6 +47,7 @@ export const cpuBackend: BackendPlugin = {
     const notes = info.loaded
       ? [
           `native kernels loaded (${info.simd}, ${info.threads} thread${info.threads === 1 ? '' : 's'}; PATCHFLOW_THREADS to change)`,
+          ...(info.openmpNote ? [info.openmpNote] : []),
           `native tfjs kernels: ${kernels.filter((k) => !k.kernelName.startsWith('Pf')).map((k) => k.kernelName).join(', ')}`,
         ]
       : [info.reason ?? 'native kernels not loaded; using stock tfjs kernels'];

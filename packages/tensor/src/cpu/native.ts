@@ -11,8 +11,8 @@
  * Never throws: when no addon loads, `nativeInfo()` says exactly why and what to do, and the cpu
  * backend runs on stock tfjs kernels.
  */
-import { spawnSync } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { accessSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -55,7 +55,15 @@ export interface NativeAddon {
    * simdCompiled: the variants in this binary; simdSupported: those this CPU runs; simdNote: why
    * PATCHFLOW_SIMD was not followed.
    */
-  info(): { threads: number; simd: string; openmp: boolean; simdCompiled?: string[]; simdSupported?: string[]; simdNote?: string };
+  info(): {
+    threads: number;
+    simd: string;
+    openmp: boolean;
+    openmpNote?: string;
+    simdCompiled?: string[];
+    simdSupported?: string[];
+    simdNote?: string;
+  };
   /** Points file descriptor 2 at `path` (truncated); returns the saved descriptor (-1: unsupported). */
   stderrRedirect(path: string): number;
   stderrRestore(saved: number): void;
@@ -69,7 +77,8 @@ export interface NativeBuild {
   target: string;
   /** The SIMD variants compiled in (x64: scalar, avx2, avx512). */
   variants: string[];
-  openmp: boolean;
+  /** Whether built with OpenMP; prebuilt Linux binaries: libgomp.so.1 is opened at run time when installed. */
+  openmp: boolean | string;
   compiler: string;
   /** The oldest glibc the binary loads on (Linux). */
   glibc?: string;
@@ -83,6 +92,12 @@ export interface NativeInfo {
   reason?: string;
   /** Worker threads the native kernels use (PATCHFLOW_THREADS, default: all cores); 1 when not loaded. */
   threads: number;
+  /**
+   * Whether the kernels run multi-threaded (OpenMP). The prebuilt binaries open GCC's libgomp.so.1
+   * at run time; without it they run on one thread and `openmpNote` says what to install.
+   */
+  openmp?: boolean;
+  openmpNote?: string;
   /**
    * SIMD variant the kernels run: 'avx512' | 'avx2' | 'scalar', chosen when the addon loads from what
    * the CPU supports (PATCHFLOW_SIMD forces one); 'none' when not loaded.
@@ -131,14 +146,18 @@ function packageVersion(root: string): string {
 }
 
 /** glibc's version on Linux (undefined: not Linux, or another libc such as musl). */
+let glibc: { v: string | undefined } | undefined;
 function glibcVersion(): string | undefined {
+  if (glibc) return glibc.v;
+  glibc = { v: undefined };
   if (process.platform !== 'linux') return undefined;
   try {
     const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
-    return header?.glibcVersionRuntime;
+    glibc.v = header?.glibcVersionRuntime;
   } catch {
-    return undefined;
+    // no report: treat as unknown
   }
+  return glibc.v;
 }
 
 /** This machine's target: <platform>-<arch>, with -musl for a Linux without glibc (no prebuilt). */
@@ -203,6 +222,8 @@ function tryLoad(c: Candidate): string | undefined {
     info = {
       loaded: true,
       threads: i.threads,
+      openmp: i.openmp,
+      ...(i.openmpNote ? { openmpNote: i.openmpNote } : {}),
       simd: i.simd,
       ...(i.simdSupported ? { simdSupported: i.simdSupported } : {}),
       ...(i.simdNote ? { simdNote: i.simdNote } : {}),
@@ -220,10 +241,40 @@ function tryLoad(c: Candidate): string | undefined {
 function buildFromSource(root: string, out: string): string | undefined {
   const script = join(root, 'scripts', 'build-native.mjs');
   if (!existsSync(script) || !existsSync(join(root, 'native', 'bindings.cc'))) return 'the package has no native sources to build from';
-  process.stderr.write(
-    `[patchflow] no prebuilt native cpu kernels for ${platformTarget()} loaded; building them from source into ${out} (once; about a minute; PATCHFLOW_NATIVE_BUILD=0 skips this)\n`,
-  );
-  const r = spawnSync(process.execPath, [script, '--from-source', '--quiet', '--out', out], { encoding: 'utf8' });
+  // One build at a time (parallel test workers, several processes starting at once): the others
+  // wait for it and then load its result.
+  const lock = `${out}.lock`;
+  const start = Date.now();
+  const mtime = () => (existsSync(out) ? statSync(out).mtimeMs : 0);
+  const before = mtime(); // a binary there already did not load: build anew
+  for (;;) {
+    try {
+      closeSync(openSync(lock, 'wx'));
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') break; // cannot lock here: build unlocked
+      let age = 0;
+      try {
+        age = Date.now() - statSync(lock).mtimeMs;
+      } catch {
+        continue; // released meanwhile
+      }
+      if (age > 15 * 60_000) rmSync(lock, { force: true }); // left by a build that died
+      else if (Date.now() - start > 15 * 60_000) return `building from source: gave up waiting for another process's build (${lock})`;
+      else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+      if (mtime() > before && !existsSync(lock)) return undefined; // the other process built it
+    }
+  }
+  let r: SpawnSyncReturns<string>;
+  try {
+    if (mtime() > before) return undefined;
+    process.stderr.write(
+      `[patchflow] no prebuilt native cpu kernels for ${platformTarget()} loaded; building them from source into ${out} (once; about a minute; PATCHFLOW_NATIVE_BUILD=0 skips this)\n`,
+    );
+    r = spawnSync(process.execPath, [script, '--from-source', '--quiet', '--out', out, ...(before ? ['--force'] : [])], { encoding: 'utf8' });
+  } finally {
+    rmSync(lock, { force: true });
+  }
   if (r.error) return `building from source failed: ${r.error.message}`;
   if (r.status !== 0 || !existsSync(out)) {
     // build-native.mjs prints "[patchflow] error: native cpu kernels not built: WHY" and "[patchflow]   WHAT TO INSTALL"
