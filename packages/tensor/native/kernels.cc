@@ -37,10 +37,12 @@ static void gelu_fwd_chunk(const float* __restrict x, float* __restrict y, long 
     _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(_mm512_set1_ps(1.0f), t)));
   }
 #endif
-  for (; i < n; i++) {
-    const float v = x[i];
+  // the rest (all of it without AVX-512): fexp is branch-free, so this vectorises too
+#pragma omp simd
+  for (long k = i; k < n; k++) {
+    const float v = x[k];
     const float t = ftanh(GELU_C * (v + GELU_A * v * v * v));
-    y[i] = 0.5f * v * (1.0f + t);
+    y[k] = 0.5f * v * (1.0f + t);
   }
 }
 
@@ -59,11 +61,13 @@ static void gelu_bwd_chunk(const float* __restrict x, const float* __restrict dy
     _mm512_storeu_ps(dx + i, _mm512_mul_ps(_mm512_loadu_ps(dy + i), g));
   }
 #endif
-  for (; i < n; i++) {
-    const float v = x[i];
+  // the rest (all of it without AVX-512): fexp is branch-free, so this vectorises too
+#pragma omp simd
+  for (long k = i; k < n; k++) {
+    const float v = x[k];
     const float t = ftanh(GELU_C * (v + GELU_A * v * v * v));
     const float dt = (1.0f - t * t) * GELU_C * (1.0f + 3.0f * GELU_A * v * v);
-    dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * dt);
+    dx[k] = dy[k] * (0.5f * (1.0f + t) + 0.5f * v * dt);
   }
 }
 

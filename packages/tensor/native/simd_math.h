@@ -3,8 +3,10 @@
 // and a fused exp-and-sum over a row. All `static inline`: every kernel file gets its own copy,
 // compiled for its own variant.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -17,8 +19,17 @@ namespace PF_NS {
 
 static inline float fexp(float x) {
   // e^x = 2^k * e^r, r in [-ln2/2, ln2/2]; x <= -87.7 gives 0, x >= 88 saturates near FLT_MAX.
-  x = x < -88.0f ? -88.0f : (x > 88.0f ? 88.0f : x);
-  const float k = std::floor(x * 1.44269504088896341f + 0.5f);
+  x = std::min(std::max(x, -88.0f), 88.0f);  // NaN stays NaN, as with the comparisons
+  const float t = x * 1.44269504088896341f + 0.5f;
+#if defined(__SSE4_1__) || !defined(__x86_64__)
+  const float k = std::floor(t);  // one instruction (roundps, frintm), vectorised
+  const int32_t ki = (int32_t)k;
+#else
+  // SSE2 has no vector floor: truncate and correct (|t| < 128), which vectorises
+  int32_t ki = (int32_t)t;
+  ki -= (float)ki > t ? 1 : 0;
+  const float k = (float)ki;
+#endif
   const float r = x - k * 0.693145751953125f - k * 1.428606765330187045e-06f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -27,8 +38,10 @@ static inline float fexp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t bits = ((int32_t)k + 127) << 23;
-  return p * __builtin_bit_cast(float, bits);
+  const int32_t bits = (ki + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);  // (GCC 12 does not vectorise __builtin_bit_cast)
+  return p * scale;
 }
 
 static inline float ftanh(float u) {
@@ -80,10 +93,17 @@ static inline float vexp(const float* x, float* y, long n, float scale, float sh
   }
   sum = _mm512_reduce_add_ps(acc);
 #endif
-  for (; j < n; j++) {
-    const float e = fexp(x[j] * scale - shift);
-    sum += e;
-    if (y) y[j] = mul * e;
+  // the rest (all of it without AVX-512), vectorised by the compiler
+  if (y) {
+#pragma omp simd reduction(+ : sum)
+    for (long k = j; k < n; k++) {
+      const float e = fexp(x[k] * scale - shift);
+      sum += e;
+      y[k] = mul * e;
+    }
+  } else {
+#pragma omp simd reduction(+ : sum)
+    for (long k = j; k < n; k++) sum += fexp(x[k] * scale - shift);
   }
   return sum;
 }

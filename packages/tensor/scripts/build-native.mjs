@@ -66,7 +66,9 @@ const X86_VARIANTS = [
 ];
 const GENERIC_VARIANTS = [{ name: 'scalar', flags: [] }];
 
-const COMMON_FLAGS = ['-O3', '-std=c++17', '-fPIC', '-fno-math-errno', '-fvisibility=hidden'];
+// -fno-trapping-math: nothing reads the FP exception flags, and it lets the compiler if-convert (so
+// vectorise) the clamps of fexp in the loops without hand-written SIMD (GELU, exp rows on AVX2 / scalar).
+const COMMON_FLAGS = ['-O3', '-std=c++17', '-fPIC', '-fno-math-errno', '-fno-trapping-math', '-fvisibility=hidden'];
 
 const hostTarget = () => `${process.platform}-${process.arch}`;
 const isX64 = (target) => target.endsWith('-x64');
@@ -359,7 +361,9 @@ function fail(msg, hint) {
   console.warn(`[patchflow] warning: ${text}\n[patchflow]   the cpu backend will use stock tfjs kernels (nativeInfo().reason says why)`);
 }
 
-function hint(target) {
+function hint(target, msg = '') {
+  // the compiler is there but the sources do not compile: nothing to install
+  if (msg && !/not found|cannot build OpenMP|headers/.test(msg)) return 'a compile error in native/ (report it), or set CXX to another compiler';
   if (target.startsWith('linux'))
     return 'install a C++17 compiler with OpenMP: apt-get install g++ (Debian/Ubuntu), dnf install gcc-c++ (Fedora/RHEL), apk add g++ (Alpine)';
   if (target.startsWith('darwin')) return 'install a C++ compiler: xcode-select --install (for threads also: brew install libomp, or CXX=g++-14 from brew gcc)';
@@ -400,9 +404,9 @@ async function main() {
     } catch (e) {
       if (!(e instanceof BuildError)) throw e;
       const msg = e.message.startsWith('ISA') ? e.message : firstError(e.message);
-      if (!flag('--from-source')) return fail(msg, hint(host));
+      if (!flag('--from-source')) return fail(msg, hint(host, msg));
       // an explicit source build (or the first-use build of src/cpu/native.ts): an error
-      console.error(`[patchflow] error: native cpu kernels not built: ${msg}\n[patchflow]   ${hint(host)}`);
+      console.error(`[patchflow] error: native cpu kernels not built: ${msg}\n[patchflow]   ${hint(host, msg)}`);
       process.exitCode = 1;
     }
     return;
@@ -434,7 +438,8 @@ async function main() {
       if (!(e instanceof BuildError)) throw e;
       rmSync(out, { force: true });
       rmSync(out.replace(/\.node$/, '.json'), { force: true });
-      fail(`${target}: ${e.message.startsWith('ISA') ? e.message : firstError(e.message)}`, hint(target));
+      const msg = e.message.startsWith('ISA') ? e.message : firstError(e.message);
+      fail(`${target}: ${msg}`, hint(target, msg));
     }
   }
   // A build/patchflow_cpu.node left by the old build script (-march=native, no metadata) would be
