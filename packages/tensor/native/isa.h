@@ -4,9 +4,10 @@
 // tensor_ops.cc, matmul.cc, gemm.cc, blocksparse.cc, table.cc) once per variant, with
 // -DPF_ISA=<variant> and that variant's compiler flags:
 //
-//   scalar   the target's baseline (x86-64: SSE2; other architectures: the compiler's default)
+//   scalar   the target's baseline (x86-64: SSE2; arm64: armv8-a, NEON)
 //   avx2     -mavx2 -mfma
-//   avx512   -mavx512f -mavx512vl -mavx512bw -mavx512dq -mavx2 -mfma
+//   avx512   -mavx512f -mavx512vl -mavx512bw -mavx512dq -mavx2 -mfma (-mtune=icelake-server,
+//            -mprefer-vector-width=512)
 //
 // The code picks its SIMD paths from the compiler's predefined macros (__AVX512F__, __AVX2__, __FMA__),
 // so the same source gives each variant. Every variant lives in its own namespace, pf::<variant>, and
