@@ -1,4 +1,5 @@
 // patchflow cpu: block-sparse matmul, y = x @ (w ⊙ M) and its gradients, for a mask M of b x b blocks.
+// Compiled once per ISA variant (isa.h).
 //
 // Same scheme as gemm.cc (packed operands, a register-tile micro-kernel, AVX-512 with a portable
 // fallback), with the reduction dimension running over a list of "segments" (the kept blocks):
@@ -30,6 +31,7 @@
 #endif
 
 namespace pf {
+namespace PF_NS {
 namespace {
 
 constexpr int RP = 8;  // rows per packed panel of the left operand
@@ -618,4 +620,5 @@ void block_sparse_bwd(const float* x, const float* w, const int32_t* mask, const
   if (dw) dw_gemm(x, dy, M, K, N, b, ptr.data(), idx.data(), dw, threads);
 }
 
+}  // namespace PF_NS
 }  // namespace pf

@@ -1,4 +1,5 @@
-// patchflow cpu: packed, blocked SGEMM with an AVX-512 / AVX2 FMA micro-kernel (scalar fallback).
+// patchflow cpu: packed, blocked SGEMM with an AVX-512 / AVX2 FMA micro-kernel (scalar fallback);
+// declared in gemm.h. Compiled once per ISA variant (isa.h): the micro-kernel follows the variant's flags.
 //
 // C[M,N] (+)= op(A)[M,K] * op(B)[K,N], with op(A)(i,p) = ta ? A[p*lda+i] : A[i*lda+p] and
 // op(B)(p,j) = tb ? B[j*ldb+p] : B[p*ldb+j]. Both operands are packed into contiguous micro-panels
@@ -7,6 +8,8 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#include "gemm.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -19,12 +22,20 @@
 #define PF_MR 6
 #define PF_NR 16
 #else
+// portable: 128-bit GCC/Clang vector extensions (SSE2 on the x86-64 baseline, NEON on arm64), the
+// accumulators in registers: 4 x 8 (8 of x86-64's 16 xmm registers) or 8 x 8 on arm64 (16 of 32)
 #define PF_SIMD "scalar"
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#define PF_MR 8
+#else
 #define PF_MR 4
-#define PF_NR 16
+#endif
+#define PF_NR 8
 #endif
 
 namespace pf {
+namespace PF_NS {
 
 constexpr int MR = PF_MR;
 constexpr int NR = PF_NR;
@@ -154,15 +165,45 @@ static inline void micro_kernel(int kc, const float* __restrict a, const float* 
   for (int r = 0; r < mr; r++)
     for (int c = 0; c < nr; c++) C[r * ldc + c] = (accumulate ? C[r * ldc + c] : 0.f) + tile[r * NR + c];
 #else
-  float acc[MR * NR];
-  for (int i = 0; i < MR * NR; i++) acc[i] = 0.f;
-  for (int p = 0; p < kc; p++)
+#if defined(__aarch64__)
+  typedef float32x4_t v4;  // NEON; fused multiply-add below
+#else
+  typedef float v4 __attribute__((vector_size(16)));
+#endif
+  constexpr int NV = NR / 4;
+  v4 c[MR][NV];
+  for (int r = 0; r < MR; r++)
+    for (int v = 0; v < NV; v++) c[r][v] = v4{0.f, 0.f, 0.f, 0.f};
+  for (int p = 0; p < kc; p++) {
+    v4 bv[NV];
+    std::memcpy(bv, b + p * NR, sizeof bv);
+    const float* ap = a + p * MR;
+#pragma GCC unroll 8
     for (int r = 0; r < MR; r++) {
-      const float av = a[p * MR + r];
-      for (int c = 0; c < NR; c++) acc[r * NR + c] += av * b[p * NR + c];
+#if defined(__aarch64__)
+      for (int v = 0; v < NV; v++) c[r][v] = vfmaq_n_f32(c[r][v], bv[v], ap[r]);
+#else
+      const v4 av = {ap[r], ap[r], ap[r], ap[r]};
+      for (int v = 0; v < NV; v++) c[r][v] += av * bv[v];
+#endif
     }
+  }
+  if (mr == MR && nr == NR) {
+    for (int r = 0; r < MR; r++) {
+      float* cr = C + r * ldc;
+      if (accumulate) {
+        v4 old[NV];
+        std::memcpy(old, cr, sizeof old);
+        for (int v = 0; v < NV; v++) c[r][v] += old[v];
+      }
+      std::memcpy(cr, c[r], sizeof c[r]);
+    }
+    return;
+  }
+  float tile[MR * NR];
+  std::memcpy(tile, c, sizeof tile);
   for (int r = 0; r < mr; r++)
-    for (int c = 0; c < nr; c++) C[r * ldc + c] = (accumulate ? C[r * ldc + c] : 0.f) + acc[r * NR + c];
+    for (int col = 0; col < nr; col++) C[r * ldc + col] = (accumulate ? C[r * ldc + col] : 0.f) + tile[r * NR + col];
 #endif
 }
 
@@ -177,8 +218,8 @@ static inline PackBuffers& thread_buffers() {
 }
 
 // Single-threaded GEMM (called from inside parallel regions). accumulate: C += AB, else C = AB.
-void gemm_st(int M, int N, int K, const float* A, long lda, bool ta, const float* B, long ldb, bool tb,
-                           float* C, long ldc, bool accumulate) {
+void gemm_st(int M, int N, int K, const float* A, long lda, bool ta, const float* B, long ldb, bool tb, float* C,
+             long ldc, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate)
@@ -215,4 +256,5 @@ int gemm_mr() { return MR; }
 int gemm_nr() { return NR; }
 const char* simd_level() { return PF_SIMD; }
 
+}  // namespace PF_NS
 }  // namespace pf

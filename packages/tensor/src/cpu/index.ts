@@ -1,8 +1,9 @@
 /**
  * The embedded default backend `cpu`: tfjs's MathBackendCPU (memory management, the long tail of
  * kernels) registered under its own tfjs name, with patchflow's hot kernels replacing or adding to
- * the stock ones. The hot kernels are native (native/kernels.cc, an N-API addon built at install by
- * scripts/build-native.mjs); without the addon the backend runs on stock kernels and says so.
+ * the stock ones. The hot kernels are native (native/*.cc, a Node-API addon: a prebuilt binary shipped
+ * in the package, or built from source at first use; see native.ts); without the addon the backend
+ * runs on stock kernels and says so.
  * `tfjs-cpu` is stock tfjs's cpu backend, kept for comparison.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -46,6 +47,7 @@ export const cpuBackend: BackendPlugin = {
     const notes = info.loaded
       ? [
           `native kernels loaded (${info.simd}, ${info.threads} thread${info.threads === 1 ? '' : 's'}; PATCHFLOW_THREADS to change)`,
+          ...(info.openmpNote ? [info.openmpNote] : []),
           `native tfjs kernels: ${kernels.filter((k) => !k.kernelName.startsWith('Pf')).map((k) => k.kernelName).join(', ')}`,
         ]
       : [info.reason ?? 'native kernels not loaded; using stock tfjs kernels'];
