@@ -1,4 +1,5 @@
 import { defineConfig } from 'tsup';
+import { writeRequireShim } from '../../tools/write-require-shim.mjs';
 
 // tfjs-core's Node (CommonJS) bundle registers no gradients; they live only in its ESM sources
 // (dist/register_all_gradients), whose extensionless imports plain Node cannot load. So a second
@@ -14,6 +15,7 @@ export default defineConfig([
     sourcemap: true,
     target: 'node20',
     external: ['./gradients.js'],
+    onSuccess: writeRequireShim,
   },
   {
     entry: { gradients: 'src/gradients.ts' },

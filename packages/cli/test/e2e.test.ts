@@ -333,7 +333,8 @@ describe.concurrent('backends', () => {
          async setup() { throw new Error('setup must not run when unavailable'); },
          capabilities() { return { device: 'simulated', maxRank: 4, fusedOps: [] }; } }`,
     );
-    const env = { PATCHFLOW_BACKEND_MODULES: mod };
+    // a path relative to the current directory (the CLI runs in tmp)
+    const env = { PATCHFLOW_BACKEND_MODULES: `./${path.basename(mod)}` };
     const list = await cli(['backends'], env);
     expectOk(list);
     const row = nonEmptyLines(list.stdout).map((l) => l.split(/\s{2,}/)).find((c) => c[0] === 'acme-npu');

@@ -6,6 +6,7 @@ import { cpuBackend, stockCpuBackend } from './cpu/index.js';
 export * as tf from '@tensorflow/tfjs-core';
 export * from './errors.js';
 export * from './registry.js';
+export { processSingleton, compatibleVersions, DuplicatePackageError } from './singleton.js';
 export * from './ops.js';
 export { cpuBackend, stockCpuBackend, CPU_TFJS_NAME, captureNativeStderr, nativeInfo, setNativeThreads, type NativeInfo } from './cpu/index.js';
 

@@ -4,6 +4,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { PatchflowError } from './errors.js';
+import { processSingleton } from './singleton.js';
+import pkg from '../package.json' with { type: 'json' };
 
 export type Availability = { ok: true } | { ok: false; reason: string };
 
@@ -40,8 +42,9 @@ export class BackendError extends PatchflowError {
   override name = 'BackendError';
 }
 
-const plugins = new Map<string, BackendPlugin>();
-const ready = new Set<string>();
+// process-wide, so that a second copy of this package (see singleton.ts) registers into the same place
+const plugins = processSingleton('@patchflow/tensor', pkg.version, import.meta.url, 'backends', () => new Map<string, BackendPlugin>());
+const ready = processSingleton('@patchflow/tensor', pkg.version, import.meta.url, 'backends-ready', () => new Set<string>());
 
 export function registerBackend(plugin: BackendPlugin): void {
   if (!/^[a-z][a-z0-9-]*$/.test(plugin.name)) throw new BackendError(`invalid backend name "${plugin.name}"`);

@@ -9,6 +9,8 @@
  * a reason, keeps the phase on the eager step, and the run says so in one line. Both paths train the
  * same model with the same optimizer: checkpoints, resume, evaluation and generation are alike.
  */
+import { processSingleton } from '@patchflow/tensor';
+import pkg from '../package.json' with { type: 'json' };
 import type { TrainConfig } from './config.js';
 import type { GPT } from './model.js';
 import type { AdamW } from './optim.js';
@@ -65,7 +67,7 @@ export interface StepCompiler {
   compile(req: CompileRequest): Promise<CompiledStep | { reason: string }>;
 }
 
-const compilers = new Map<string, StepCompiler>();
+const compilers = processSingleton('@patchflow/trainer', pkg.version, import.meta.url, 'step-compilers', () => new Map<string, StepCompiler>());
 
 /** Registers the step compiler of a backend (the WebGPU backend registers one on import). */
 export function registerStepCompiler(backend: string, compiler: StepCompiler): void {

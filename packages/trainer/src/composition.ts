@@ -7,6 +7,8 @@
  * checkpoint's), so a library user composes a trainer the way the CLI does, with no CLI code.
  * A backend may add run plugins of its own (rdu-sim's simulated clock) for runs on it.
  */
+import { processSingleton } from '@patchflow/tensor';
+import pkg from '../package.json' with { type: 'json' };
 import { ConfigError, type TrainConfig } from './config.js';
 import { PluginError, type TrainerPlugin } from './plugin.js';
 
@@ -26,8 +28,9 @@ export interface PluginDefinition {
   description?: string;
 }
 
-const definitions = new Map<string, PluginDefinition>();
-const runPlugins = new Map<string, (config: TrainConfig) => TrainerPlugin[]>();
+// process-wide, so that a plugin package holding a second copy of the trainer registers here too
+const definitions = processSingleton('@patchflow/trainer', pkg.version, import.meta.url, 'plugins', () => new Map<string, PluginDefinition>());
+const runPlugins = processSingleton('@patchflow/trainer', pkg.version, import.meta.url, 'run-plugins', () => new Map<string, (config: TrainConfig) => TrainerPlugin[]>());
 
 /** Registers (or replaces) a plugin definition. */
 export function registerPlugin(def: PluginDefinition): void {
