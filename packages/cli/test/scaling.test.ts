@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir, whaleText } from '@patchflow/test-fixtures';
-import { FULL_GRID, QUICK_GRID, flopsToReach, runScalingGrid, selectGrid, type ScalingGrid, type ScalingPoint } from '../src/bench/scaling.js';
+import { FULL_GRID, QUICK_GRID, flopsToReach, mergeScalingResults, runScalingGrid, selectGrid, type ScalingGrid, type ScalingPoint } from '../src/bench/scaling.js';
 import { UserError } from '../src/errors.js';
 
 describe('flopsToReach', () => {
@@ -95,5 +95,34 @@ describe('runScalingGrid on a tiny model', () => {
     expect(dense.epochs).toBeLessThan((1.2 * dense.budgetTokens) / bytes);
     expect(dense.curve.length).toBeGreaterThanOrEqual(4);
     expect(dense.curve.at(-1)!.valLoss).toBeCloseTo(dense.finalValLoss, 6);
+  });
+});
+
+describe('mergeScalingResults', () => {
+  const point = (size: string, budget: number, plan: string, loss: number): ScalingPoint => ({
+    size, parameters: 1e5, tokenizer: 'bytes', budgetTokens: budget, tokensPerParameter: budget / 1e5, epochs: 1, plan,
+    finalValLoss: loss, flops: 1, lossRatio: 1, flopRatio: 1, flopRatioToTarget: null, curve: [],
+  });
+  const file = (dir: string, name: string, body: unknown) => {
+    const f = path.join(dir, name);
+    fs.writeFileSync(f, JSON.stringify(body));
+    return f;
+  };
+  it('joins parts of a grid in grid order; a later file replaces a point measured twice; other corpora are refused', () => {
+    const dir = tempDir('pf-merge-');
+    try {
+      const corpus = { name: 'c.txt', bytes: 10 };
+      const a = file(dir, 'a.json', { backend: 'webgpu', corpus, seconds: 5, grid: { sizes: [{ label: 'S' }, { label: 'L' }], plans: ['dense', 'p'] }, points: [point('L', 4, 'dense', 3), point('S', 4, 'p', 2.5), point('S', 4, 'dense', 2)] });
+      const b = file(dir, 'b.json', { backend: 'webgpu', corpus, seconds: 7, grid: { sizes: [{ label: 'S' }], plans: ['dense', 'q'] }, points: [point('S', 1, 'dense', 4), point('S', 4, 'p', 2.4)] });
+      const m = mergeScalingResults([a, b]);
+      expect(m.points.map((p) => `${p.size} ${p.budgetTokens} ${p.plan} ${p.finalValLoss}`)).toEqual(['S 1 dense 4', 'S 4 dense 2', 'S 4 p 2.4', 'L 4 dense 3']);
+      expect([m.sizes, m.plans, m.seconds, m.backend]).toEqual([['S', 'L'], ['dense', 'p', 'q'], 12, 'webgpu']);
+      const c = file(dir, 'c.json', { corpus: { name: 'other.txt', bytes: 10 }, grid: {}, points: [] });
+      expect(() => mergeScalingResults([a, c])).toThrow(/other\.txt/);
+      expect(() => mergeScalingResults([path.join(dir, 'missing.json')])).toThrow(UserError);
+      expect(() => mergeScalingResults([file(dir, 'd.json', { hello: 1 })])).toThrow(/not a bench scaling result/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -20,6 +20,7 @@ export const BENCH_FLAGS: FlagSpec[] = [
   { name: 'sizes', type: 'string', help: 'bench scaling: only these model sizes of the grid (comma list of labels, e.g. "2L d128")' },
   { name: 'budgets', type: 'string', help: 'bench scaling: only these token budgets of the grid (comma list, e.g. 1000000,4000000)' },
   { name: 'tokenizers', type: 'string', help: 'bench scaling: only these tokenizers of the grid (comma list: bytes and/or BPE vocabulary sizes)' },
+  { name: 'merge', type: 'string', help: 'bench scaling: merge these result JSONs (comma list; parts of the grid run separately) into one table, JSON and plots, running nothing' },
   { name: 'plans', type: 'string', help: 'bench scaling: only these plans besides dense (comma list of labels, e.g. "patch K=4 λ=2/3,block 75%")' },
 ];
 

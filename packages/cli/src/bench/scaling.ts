@@ -220,27 +220,29 @@ export async function runScalingGrid(
   return { corpus: corpusInfo, points };
 }
 
-function plots(points: ScalingPoint[], grid: ScalingGrid, dir: string): string[] {
+function plots(points: ScalingPoint[], sizes: string[], plans: string[], dir: string): string[] {
   const files: string[] = [];
   const tokenizers = [...new Set(points.map((p) => p.tokenizer))];
   for (const tok of tokenizers) {
     // loss vs training FLOPs per model size, every plan, at the largest budget
-    for (const size of grid.sizes) {
-      const last = Math.max(...points.filter((p) => p.tokenizer === tok && p.size === size.label).map((p) => p.budgetTokens));
-      const series = points
-        .filter((p) => p.tokenizer === tok && p.size === size.label && p.budgetTokens === last)
+    for (const size of sizes) {
+      const mine = points.filter((p) => p.tokenizer === tok && p.size === size);
+      if (!mine.length) continue;
+      const last = Math.max(...mine.map((p) => p.budgetTokens));
+      const series = mine
+        .filter((p) => p.budgetTokens === last)
         .map((p) => ({ name: p.plan, points: p.curve.map((c) => [c.flops, c.valLoss] as [number, number]) }));
-      const file = path.join(dir, `scaling-loss-${size.label.replace(/\s+/g, '')}-${tok.replace(/\s+/g, '')}.svg`);
-      fs.writeFileSync(file, lineChartSvg({ title: `${size.label}, ${tok}: validation loss vs training FLOPs (${formatNumber(last)} tokens)`, xLabel: 'training FLOPs', yLabel: 'validation loss', series, logX: true }));
+      const file = path.join(dir, `scaling-loss-${size.replace(/\s+/g, '')}-${tok.replace(/\s+/g, '')}.svg`);
+      fs.writeFileSync(file, lineChartSvg({ title: `${size}, ${tok}: validation loss vs training FLOPs (${formatNumber(last)} tokens)`, xLabel: 'training FLOPs', yLabel: 'validation loss', series, logX: true }));
       files.push(file);
     }
     // FLOP ratio to the dense loss vs tokens per parameter, one line per plan
-    const series = grid.plans
-      .filter((pl) => pl.label !== 'dense')
+    const series = plans
+      .filter((pl) => pl !== 'dense')
       .map((pl) => ({
-        name: pl.label,
+        name: pl,
         points: points
-          .filter((p) => p.tokenizer === tok && p.plan === pl.label && p.flopRatioToTarget !== null)
+          .filter((p) => p.tokenizer === tok && p.plan === pl && p.flopRatioToTarget !== null)
           .sort((a, b) => a.tokensPerParameter - b.tokensPerParameter)
           .map((p) => [p.tokensPerParameter, p.flopRatioToTarget!] as [number, number]),
       }));
@@ -251,7 +253,73 @@ function plots(points: ScalingPoint[], grid: ScalingGrid, dir: string): string[]
   return files;
 }
 
+/** The results of several runs of the bench (e.g. parts of the grid run side by side), as one. */
+export function mergeScalingResults(files: string[]): { backend: string; corpus: { name: string; bytes: number }; points: ScalingPoint[]; sizes: string[]; plans: string[]; seconds: number } {
+  const byKey = new Map<string, ScalingPoint>();
+  const sizes: string[] = [];
+  const plans: string[] = [];
+  const backends = new Set<string>();
+  let corpus: { name: string; bytes: number } | undefined;
+  let seconds = 0;
+  for (const file of files) {
+    let j: { backend?: string; corpus?: { name: string; bytes: number }; points?: ScalingPoint[]; grid?: { sizes?: { label: string }[]; plans?: string[] }; seconds?: number };
+    try {
+      j = JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch (e) {
+      throw new UserError(`--merge: cannot read ${file}: ${(e as Error).message}`);
+    }
+    if (!Array.isArray(j.points) || !j.corpus || !j.grid) throw new UserError(`--merge: ${file} is not a bench scaling result (no grid, corpus and points)`);
+    if (corpus && (corpus.name !== j.corpus.name || corpus.bytes !== j.corpus.bytes))
+      throw new UserError(`--merge: ${file} studied ${j.corpus.name} (${j.corpus.bytes} bytes), the others ${corpus.name} (${corpus.bytes} bytes)`);
+    corpus = j.corpus;
+    backends.add(j.backend ?? 'cpu');
+    seconds += j.seconds ?? 0;
+    for (const s of j.grid.sizes ?? []) if (!sizes.includes(s.label)) sizes.push(s.label);
+    for (const p of j.grid.plans ?? []) if (!plans.includes(p)) plans.push(p);
+    // a later file's point replaces an earlier one's (a re-run)
+    for (const p of j.points) byKey.set(`${p.tokenizer}|${p.size}|${p.budgetTokens}|${p.plan}`, p);
+  }
+  // the grid's order: sizes by parameter count, plans as SCALING_PLANS lists them (others after)
+  const params = (size: string) => Math.min(...[...byKey.values()].filter((p) => p.size === size).map((p) => p.parameters));
+  sizes.sort((a, b) => params(a) - params(b));
+  const rank = (plan: string) => (SCALING_PLANS.some((p) => p.label === plan) ? SCALING_PLANS.findIndex((p) => p.label === plan) : SCALING_PLANS.length);
+  plans.sort((a, b) => rank(a) - rank(b));
+  // a plan's token count rounds to the nearest whole step (or patch step) of the budget
+  const nominal = (p: ScalingPoint) => Number(p.budgetTokens.toPrecision(2));
+  const points = [...byKey.values()].sort(
+    (a, b) => a.tokenizer.localeCompare(b.tokenizer) || sizes.indexOf(a.size) - sizes.indexOf(b.size) || nominal(a) - nominal(b) || plans.indexOf(a.plan) - plans.indexOf(b.plan),
+  );
+  return { backend: [...backends].join('+'), corpus: corpus!, points, sizes, plans, seconds };
+}
+
+function scalingTable(points: ScalingPoint[]): string {
+  return formatTable(
+    points
+      .filter((p) => p.plan !== 'dense')
+      .map((p) => ({
+        tokenizer: p.tokenizer,
+        size: `${p.size} (${formatNumber(p.parameters / 1e6, 2)}M)`,
+        'tokens/param': p.tokensPerParameter < 1 ? p.tokensPerParameter.toFixed(2) : formatNumber(p.tokensPerParameter, 1),
+        epochs: formatNumber(p.epochs, 2),
+        plan: p.plan,
+        'loss ratio': p.lossRatio.toFixed(3),
+        'FLOP ratio': p.flopRatio.toFixed(3),
+        'FLOPs to dense loss': p.flopRatioToTarget === null ? 'not reached' : p.flopRatioToTarget.toFixed(3),
+      })),
+  );
+}
+
 export async function scalingBench(values: Record<string, unknown>): Promise<{ json: unknown; table: string }> {
+  if (typeof values.merge === 'string') {
+    const files = values.merge.split(',').map((f) => f.trim()).filter(Boolean);
+    if (!files.length) throw new UserError('--merge needs a comma list of bench scaling JSON files');
+    const m = mergeScalingResults(files);
+    const dir = typeof values.out === 'string' ? path.dirname(path.resolve(values.out)) : path.resolve('bench-results');
+    fs.mkdirSync(dir, { recursive: true });
+    const svgs = plots(m.points, m.sizes, m.plans, dir);
+    const json = { merged: files.map((f) => path.basename(f)), backend: m.backend, corpus: m.corpus, sizes: m.sizes, plans: m.plans, points: m.points, plots: svgs.map((f) => path.basename(f)), seconds: m.seconds, date: new Date().toISOString() };
+    return { json, table: `${scalingTable(m.points)}\n${m.points.length} runs merged from ${files.length} files; corpus ${m.corpus.name} (${formatNumber(m.corpus.bytes / 1e6, 1)} MB); plots: ${svgs.map((f) => path.basename(f)).join(', ')}` };
+  }
   const grid = selectGrid(values.quick === true ? QUICK_GRID : FULL_GRID, values);
   const backend = typeof values.backend === 'string' ? values.backend : 'cpu';
   const outFile = typeof values.out === 'string' ? values.out : undefined;
@@ -268,22 +336,9 @@ export async function scalingBench(values: Record<string, unknown>): Promise<{ j
     fs.renameSync(tmp, outFile);
   };
   const r = await runScalingGrid(grid, { backend, dir, say, onPoint });
-  const svgs = plots(r.points, grid, dir);
+  const svgs = plots(r.points, grid.sizes.map((s) => s.label), grid.plans.map((p) => p.label), dir);
   const seconds = (performance.now() - t0) / 1000;
-  const table = formatTable(
-    r.points
-      .filter((p) => p.plan !== 'dense')
-      .map((p) => ({
-        tokenizer: p.tokenizer,
-        size: `${p.size} (${formatNumber(p.parameters / 1e6, 2)}M)`,
-        'tokens/param': formatNumber(p.tokensPerParameter, 1),
-        epochs: formatNumber(p.epochs, 2),
-        plan: p.plan,
-        'loss ratio': p.lossRatio.toFixed(3),
-        'FLOP ratio': p.flopRatio.toFixed(3),
-        'FLOPs to dense loss': p.flopRatioToTarget === null ? 'not reached' : p.flopRatioToTarget.toFixed(3),
-      })),
-  );
+  const table = scalingTable(r.points);
   const json = { grid: gridJson, backend, corpus: r.corpus, points: r.points, plots: svgs.map((f) => path.basename(f)), seconds, date: new Date().toISOString() };
   return { json, table: `${table}\n${r.points.length} runs on ${backend} in ${formatNumber(seconds / 60, 1)} min; corpus ${r.corpus.name} (${formatNumber(r.corpus.bytes / 1e6, 1)} MB); plots: ${svgs.map((f) => path.basename(f)).join(', ')}` };
 }
