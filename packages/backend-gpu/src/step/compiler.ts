@@ -9,7 +9,7 @@
 import { buildStepGraph, describeSchedule, lowerStep, type Schedule } from '@patchflow/dataflow-runtime';
 import { registerStepCompiler, type AdamW, type Batch, type CompileRequest, type CompiledStep, type GPT, type StepCompiler } from '@patchflow/trainer';
 import { createDawnGpu, type GpuLike } from '../gpu.js';
-import { autotune, settle, type BenchShape, type TileConfig } from '../compiled/index.js';
+import { autotune, settle, type BenchShape, type SgTile, type TileConfig } from '../compiled/index.js';
 import { GpuRuntimeError, GpuTrainingState, STEPS_IN_FLIGHT, StepProgram, fmtBytes, type ProgramOptions, type StepPrecision } from './program.js';
 import { F16_PROBE_FLAGS, PrecisionError, f16Support, type F16Support } from './precision.js';
 
@@ -239,7 +239,7 @@ export async function compileWebGpuStep(req: CompileRequest, opts: CompileOption
   if (precision === 'f16') {
     const f = cd.f16!;
     if (!f.shaderF16) throw new PrecisionError(`--precision f16 (config precision: 'f16') needs the WebGPU feature shader-f16: ${f.reason}`);
-    if (f.subgroupMatrix && opts.tensorCores !== false) subgroupMatrix = { subgroupSize: f.subgroupSize! };
+    if (f.subgroupMatrix && opts.tensorCores !== false && process.env.PATCHFLOW_F16_KERNELS !== 'fallback') subgroupMatrix = { subgroupSize: f.subgroupSize! };
   }
   let state = states.get(model);
   if (!state) {
@@ -257,6 +257,7 @@ export async function compileWebGpuStep(req: CompileRequest, opts: CompileOption
     tileFor: (c) => (tune ? tuned.get(shapeKey(c)) : undefined),
     precision,
     ...(subgroupMatrix ? { subgroupMatrix } : {}),
+    ...(sgTileOverride() ? { sgTileFor: () => sgTileOverride() } : {}),
   });
   const f16Note =
     precision !== 'f16'
@@ -265,6 +266,20 @@ export async function compileWebGpuStep(req: CompileRequest, opts: CompileOption
         ? `f16 mixed precision: matmuls on subgroup matrices (tensor cores), f32 master weights, dynamic loss scaling`
         : `f16 mixed precision on shader-f16 fallback kernels (f16-rounded operands, f32 math; no tensor cores: ${opts.tensorCores === false ? 'turned off' : cd.f16!.reason}), dynamic loss scaling`;
   return new WebGpuCompiledStep(cd, program, state, model, optimizer, schedule, f16Note);
+}
+
+/**
+ * PATCHFLOW_SG_TILE='{"wm":2,"wn":2,"rt":4,"ct":2,"bk":32}': one subgroup-matrix tile for every f16
+ * matmul of the step (device experiments); PATCHFLOW_F16_KERNELS=fallback: the shader-f16 kernels.
+ */
+export function sgTileOverride(): SgTile | undefined {
+  const v = process.env.PATCHFLOW_SG_TILE;
+  if (!v) return undefined;
+  try {
+    return JSON.parse(v) as SgTile;
+  } catch {
+    throw new PrecisionError(`PATCHFLOW_SG_TILE is not JSON: ${v}`);
+  }
 }
 
 /** Waits for the compute device's queue to drain (tests, benchmarks). */

@@ -15,6 +15,7 @@ export const BENCH_FLAGS: FlagSpec[] = [
   { name: 'out', type: 'string', help: 'also write the JSON result to this file' },
   { name: 'steps', type: 'int', help: 'measured steps per configuration (after one warm-up step)' },
   { name: 'quick', type: 'boolean', help: 'a smaller, faster version of the suite' },
+  { name: 'no-eager', type: 'boolean', help: 'bench gpu: skip the eager tfjs-webgpu step (seconds per step at the largest shape)' },
   { name: 'backend', type: 'string', help: 'backend for bench profile and bench scaling (default cpu)' },
   { name: 'data', type: 'string', help: 'bench scaling: the corpus to study (a path or corpus:NAME; default the grid\'s, corpus:english for the full grid)' },
   { name: 'sizes', type: 'string', help: 'bench scaling: only these model sizes of the grid (comma list of labels, e.g. "2L d128")' },
