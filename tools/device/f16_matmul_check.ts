@@ -17,8 +17,9 @@ Object.assign(globalThis, globals);
 export const VARIANTS: SgTile[] = [
   { wm: 2, wn: 2, rt: 2, ct: 2, bk: 32 },
   { wm: 2, wn: 2, rt: 4, ct: 2, bk: 32 },
+  // one subgroup per workgroup (in case several subgroups of a workgroup misbehave)
+  { wm: 1, wn: 1, rt: 4, ct: 4, bk: 32 },
   { wm: 2, wn: 2, rt: 4, ct: 4, bk: 32 },
-  { wm: 4, wn: 2, rt: 2, ct: 4, bk: 32 },
 ];
 
 const out: Record<string, unknown> = {};

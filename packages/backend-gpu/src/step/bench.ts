@@ -27,7 +27,7 @@ import {
   tokenBatch,
   type TrainConfig,
 } from '@patchflow/trainer';
-import { autotune, autotuneF16, TILE_CANDIDATES, type SgTile, type TileConfig } from '../compiled/index.js';
+import { autotune, autotuneF16, TILE_CANDIDATES, type F16BenchOptions, type SgTile, type TileConfig } from '../compiled/index.js';
 import { compileWebGpuStep, getComputeDevice, sgTileOverride } from './compiler.js';
 import { STEPS_IN_FLIGHT, type StepPrecision } from './program.js';
 
@@ -264,7 +264,7 @@ export async function gpuBench(opts: GpuBenchOptions = {}): Promise<GpuBenchResu
   let f16: Partial<GpuBenchResult['matmul']> = {};
   if (f16cd) {
     const only = sgTileOverride();
-    const sub = f16cd.f16!.subgroupMatrix ? { subgroupSize: f16cd.f16!.subgroupSize!, compileTimeoutMs: 30_000, ...(only ? { sgTiles: [only] } : {}) } : {};
+    const sub: Partial<F16BenchOptions> = f16cd.f16!.subgroupMatrix ? { subgroupSize: f16cd.f16!.subgroupSize!, compileTimeoutMs: 30_000, ...(only ? { sgTiles: [only] } : {}) } : {};
     const [sq] = await autotuneF16(f16cd.device, { shapes: [{ m: edge, n: edge, k: edge }], reps: 10, warmup: 2, log, ...sub });
     const per = opts.modelShapes === false ? [] : await autotuneF16(f16cd.device, { shapes: modelShapes, reps: 10, warmup: 2, log, ...sub });
     f16 = {
