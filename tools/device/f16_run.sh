@@ -18,7 +18,8 @@ export XDG_RUNTIME_DIR=/tmp
 R="$OUT/r"
 mkdir -p "$R"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$R/gpu.txt" 2>&1
-part() { local name=$1 limit=$2; shift 2; echo "== $name"; local t0=$SECONDS; timeout "$limit" "$@" > "$R/$name.txt" 2>&1; echo "rc=$? seconds=$((SECONDS - t0))" >> "$R/$name.txt"; tail -2 "$R/$name.txt" | cut -c1-300; }
+# each part has its own time limit; the archive is rewritten after each, so a run cut short keeps what it did
+part() { local name=$1 limit=$2; shift 2; echo "== $name"; local t0=$SECONDS; timeout "$limit" "$@" > "$R/$name.txt" 2>&1; echo "rc=$? seconds=$((SECONDS - t0))" >> "$R/$name.txt"; tail -2 "$R/$name.txt" | cut -c1-300; tar czf "$OUT/f16-run.tgz" -C "$OUT" r; }
 for v in ${VARIANTS:-0 1 2 3}; do part "check-$v" "${CHECK_LIMIT:-40}" node .device-build/f16check.mjs "$v"; done
 # the fastest variant that passed every check (at 4096^3, A f32 rounded on load as in the step)
 best=$(node -e '
