@@ -10,7 +10,7 @@
 //     --external:webgpu --outfile=.device-build/f16check.mjs
 // Device: node .device-build/f16check.mjs 0
 import { create, globals } from 'webgpu';
-import { KernelRunner, fromF16Bits, matmul, matmulSubgroup, toF16Bits, upload, readF32, type MatmulParams, type SgTile } from '../../packages/backend-gpu/src/compiled/index.js';
+import { KernelRunner, fromF16Bits, matmul, matmulSubgroup, subgroupMatrixSyntax, toF16Bits, upload, readF32, type MatmulParams, type SgTile } from '../../packages/backend-gpu/src/compiled/index.js';
 
 Object.assign(globalThis, globals);
 
@@ -28,7 +28,8 @@ const log = (s: string) => process.stderr.write(s + '\n');
 const F16_U = 2 ** -11;
 // F16CHECK_FALLBACK=1: the shader-f16 fallback kernel at small sizes (a dry run of this script on an adapter without subgroup matrices)
 const DRY = process.env.F16CHECK_FALLBACK === '1';
-const kernel = (p: MatmulParams, v: SgTile, sgSize: number) => (DRY ? matmul({ ...p, roundF16: true }) : matmulSubgroup({ ...p, sgTile: v, subgroupSize: sgSize }));
+let legacy = false;
+const kernel = (p: MatmulParams, v: SgTile, sgSize: number) => (DRY ? matmul({ ...p, roundF16: true }) : matmulSubgroup({ ...p, sgTile: v, subgroupSize: sgSize, legacyMajorness: legacy }));
 
 function rng(seed: number) {
   let s = seed >>> 0;
@@ -65,6 +66,12 @@ async function main() {
   device.onuncapturederror = (e) => log(`uncaptured: ${(e as GPUUncapturedErrorEvent).error.message}`);
   const runner = new KernelRunner(device);
   const sgSize = info.subgroupMaxSize ?? 32;
+  if (!DRY) {
+    out.syntax = await subgroupMatrixSyntax(device);
+    legacy = out.syntax === 'legacy';
+    if (process.env.F16CHECK_SYNTAX) legacy = process.env.F16CHECK_SYNTAX === 'legacy';
+    out.syntaxUsed = legacy ? 'legacy' : 'template';
+  }
 
   // correctness
   const checks: Record<string, unknown>[] = [];

@@ -7,7 +7,7 @@
  * config, not the run), warmed up, then timed as bench.ts does.
  */
 import { benchMatmul, filled, timePass, type BenchShape } from './bench.js';
-import { matmulSubgroup, sgTileSharedBytes, SG_TILE_CANDIDATES, type SgTile } from './matmul-sgmat.js';
+import { matmulSubgroup, sgTileSharedBytes, subgroupMatrixSyntax, SG_TILE_CANDIDATES, type SgTile } from './matmul-sgmat.js';
 import type { TileConfig } from './matmul.js';
 import { KernelRunner, settle } from './runner.js';
 
@@ -62,6 +62,7 @@ export async function benchF16Matmul(device: GPUDevice, opts: F16BenchOptions): 
   const runner = new KernelRunner(device);
   const lim = device.limits;
   const rows: F16BenchRow[] = [];
+  const legacy = (await subgroupMatrixSyntax(device)) === 'legacy';
   for (const shape of opts.shapes) {
     const batch = shape.batch ?? 1;
     const A = filled(device, Math.ceil((shape.m * shape.k * batch) / 2), 1);
@@ -75,7 +76,7 @@ export async function benchF16Matmul(device: GPUDevice, opts: F16BenchOptions): 
         const threads = tile.wm * tile.wn * opts.subgroupSize;
         if (threads > lim.maxComputeInvocationsPerWorkgroup) throw new Error(`${threads} invocations > ${lim.maxComputeInvocationsPerWorkgroup}`);
         if (sgTileSharedBytes(tile) > lim.maxComputeWorkgroupStorageSize) throw new Error(`${sgTileSharedBytes(tile)} B of workgroup memory > ${lim.maxComputeWorkgroupStorageSize}`);
-        const spec = matmulSubgroup({ ...shape, dtype: 'f16', sgTile: tile, subgroupSize: opts.subgroupSize });
+        const spec = matmulSubgroup({ ...shape, dtype: 'f16', sgTile: tile, subgroupSize: opts.subgroupSize, ...(legacy ? { legacyMajorness: true } : {}) });
         row.label = spec.label;
         device.pushErrorScope('validation');
         scoped = true;

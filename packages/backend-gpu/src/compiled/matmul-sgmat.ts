@@ -17,6 +17,11 @@
  *
  * Subgroup ids are `local_invocation_index / subgroupSize` (Vulkan: full subgroups, consecutive
  * invocations); the uniformity diagnostic is turned off because WGSL's analysis works per workgroup.
+ *
+ * Loads and stores name their majorness as a template argument
+ * (`subgroupMatrixLoad<T, row_major>(p, offset, stride)`); Dawn versions before that spelling take
+ * it as a bool argument, which later ones accept with a "deprecated builtin" warning printed for
+ * every pipeline: `subgroupMatrixSyntax(device)` finds which one a device takes.
  */
 import { cdiv, dim, makeKernel, type KernelSpec } from './kernel.js';
 import { convertToF32, matmulBindings, matmulBytes, matmulEpilogue, matmulLabel, operandTypes, type MatmulParams } from './matmul.js';
@@ -34,20 +39,58 @@ export interface SgMatmulParams extends Omit<MatmulParams, 'tile' | 'roundF16'> 
   sgTile?: SgTile;
   /** Invocations per subgroup (GPUAdapterInfo.subgroupMaxSize; 32 on NVIDIA). */
   subgroupSize?: number;
+  /** Majorness as a bool argument (older Dawn) instead of a template argument. */
+  legacyMajorness?: boolean;
+}
+
+export type SubgroupMatrixSyntax = 'template' | 'legacy';
+
+const syntaxByDevice = new WeakMap<GPUDevice, Promise<SubgroupMatrixSyntax>>();
+
+/**
+ * Which spelling of subgroupMatrixLoad/Store the device's WGSL compiler takes without complaint: the
+ * template-majorness one when a probe shader compiles without errors or warnings, else the bool one.
+ */
+export function subgroupMatrixSyntax(device: GPUDevice): Promise<SubgroupMatrixSyntax> {
+  let p = syntaxByDevice.get(device);
+  if (!p) {
+    p = (async () => {
+      const code = `enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read_write> o : array<f32>;
+var<workgroup> w : array<f16, 256>;
+@compute @workgroup_size(${32})
+fn main() {
+  let a = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&w, 0u, 16u);
+  let b = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&w, 0u, 16u);
+  subgroupMatrixStore<row_major>(&o, 0u, subgroupMatrixMultiply<f32>(a, b), 16u);
+}`;
+      device.pushErrorScope('validation');
+      const module = device.createShaderModule({ code, label: 'subgroup-matrix syntax probe' });
+      const info = await module.getCompilationInfo();
+      await device.popErrorScope();
+      return info.messages.some((m) => m.type === 'error' || m.type === 'warning') ? 'legacy' : 'template';
+    })();
+    syntaxByDevice.set(device, p);
+  }
+  return p;
 }
 
 /** Candidates for autotuning / benchmarking, smallest first. */
 export const SG_TILE_CANDIDATES: SgTile[] = [
   { wm: 2, wn: 2, rt: 2, ct: 2, bk: 32 },
   { wm: 2, wn: 2, rt: 4, ct: 2, bk: 32 },
-  { wm: 2, wn: 2, rt: 4, ct: 4, bk: 32 },
-  { wm: 4, wn: 2, rt: 2, ct: 4, bk: 32 },
 ];
 
-/** 128×128 tiles where they give a large GPU enough workgroups, else 64×64. */
-export function defaultSgTile(m: number, n: number, batch = 1): SgTile {
-  if (cdiv(m, 128) * cdiv(n, 128) * batch >= 132) return { wm: 2, wn: 2, rt: 4, ct: 4, bk: 32 };
-  if (cdiv(m, 128) * cdiv(n, 64) * batch >= 132) return { wm: 2, wn: 2, rt: 4, ct: 2, bk: 32 };
+/**
+ * 64×64 (4 subgroups of 2×2 matrices), except for large products with a long K, where 128×64 is
+ * faster. Measured on an H200 (docs/bench/gpu-runs/f16-device-run-1): 64×64 beat 128×64 at every
+ * 12L d768 T512 B8 product (K 768 to 4096), 128×64 won only at 4096³ (54 vs 45 TFLOP/s). Larger
+ * tiles (16 matrices per subgroup) are untested: an earlier probe of that size did not finish.
+ */
+export function defaultSgTile(m: number, n: number, k = 0, batch = 1): SgTile {
+  if (m * n * batch >= 4096 * 4096 && k >= 2048) return { wm: 2, wn: 2, rt: 4, ct: 2, bk: 32 };
   return { wm: 2, wn: 2, rt: 2, ct: 2, bk: 32 };
 }
 
@@ -69,7 +112,7 @@ export function matmulSubgroup(p: SgMatmulParams): KernelSpec {
   if (SG < 8 || 256 % SG) throw new Error(`matmulSubgroup: subgroup size ${SG} not supported (8..256, dividing 256)`);
   const transA = !!p.transA;
   const transB = !!p.transB;
-  const t = p.sgTile ?? defaultSgTile(M, N, batch);
+  const t = p.sgTile ?? defaultSgTile(M, N, K, batch);
   const { wm: WM, wn: WN, rt: RT, ct: CT, bk: BK } = t;
   if (![WM, WN, RT, CT].every((v) => Number.isInteger(v) && v >= 1) || BK % 16 || BK < 16) throw new Error(`matmulSubgroup: invalid tile ${JSON.stringify(t)}`);
   const BM = WM * RT * 16;
@@ -159,12 +202,16 @@ export function matmulSubgroup(p: SgMatmulParams): KernelSpec {
   // subgroup (sm, sn) owns rows sm·RT·16 + r·16 and columns sn·CT·16 + c·16 of the workgroup's tile
   const aOff = (r: number, kk: number) => (transA ? `${kk * LDA}u + sm * ${RT * 16}u + ${r * 16}u` : `(sm * ${RT * 16}u + ${r * 16}u) * ${LDA}u + ${kk}u`);
   const bOff = (c: number, kk: number) => (transB ? `(sn * ${CT * 16}u + ${c * 16}u) * ${LDB}u + ${kk}u` : `${kk * LDB}u + sn * ${CT * 16}u + ${c * 16}u`);
+  const load = (type: string, arr: string, off: string, colMajor: boolean, ld: number) =>
+    p.legacyMajorness
+      ? `subgroupMatrixLoad<${type}>(&${arr}, ${off}, ${colMajor}, ${ld}u)`
+      : `subgroupMatrixLoad<${type}, ${colMajor ? 'col_major' : 'row_major'}>(&${arr}, ${off}, ${ld}u)`;
   const mma = range(BK / 16)
     .map((ks) => {
       const kk = ks * 16;
       return [
-        ...range(RT).map((r) => `let a${r} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&As, ${aOff(r, kk)}, ${transA}, ${LDA}u);`),
-        ...range(CT).map((c) => `let b${c} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&Bs, ${bOff(c, kk)}, ${transB}, ${LDB}u);`),
+        ...range(RT).map((r) => `let a${r} = ${load('subgroup_matrix_left<f16, 16, 16>', 'As', aOff(r, kk), transA, LDA)};`),
+        ...range(CT).map((c) => `let b${c} = ${load('subgroup_matrix_right<f16, 16, 16>', 'Bs', bOff(c, kk), transB, LDB)};`),
         ...range(RT).flatMap((r) => range(CT).map((c) => `acc_${r}_${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc_${r}_${c});`)),
       ].join('\n      ');
     })
@@ -178,7 +225,7 @@ export function matmulSubgroup(p: SgMatmulParams): KernelSpec {
   const stores = range(RT)
     .flatMap((r) =>
       range(CT).map(
-        (c) => `subgroupMatrixStore(&Cs, sg * 256u, acc_${r}_${c}, false, 16u);
+        (c) => `${p.legacyMajorness ? `subgroupMatrixStore(&Cs, sg * 256u, acc_${r}_${c}, false, 16u)` : `subgroupMatrixStore<row_major>(&Cs, sg * 256u, acc_${r}_${c}, 16u)`};
   workgroupBarrier();
   for (var q = 0u; q < ${vecsPerLane}u; q = q + 1u) {
     let e = lane * ${perLane}u + q * 4u;

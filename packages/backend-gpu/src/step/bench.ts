@@ -200,6 +200,8 @@ export interface GpuBenchOptions {
   modelShapes?: boolean;
   /** Time the f16 step and f16 matmuls where the adapter has shader-f16 (default true). */
   f16?: boolean;
+  /** Time the fp32 step and fp32 matmuls (default true). */
+  fp32?: boolean;
   log?: (line: string) => void;
 }
 
@@ -220,10 +222,10 @@ export async function gpuBench(opts: GpuBenchOptions = {}): Promise<GpuBenchResu
   const rows: GpuBenchRow[] = [];
   for (const s of shapes) {
     const tokens = s.batch * s.seqLen;
-    const c = await timeCompiled(s, steps, 5, log);
-    const row: GpuBenchRow = { shape: s.label, compiledTokensPerSecond: (tokens / c.ms) * 1000, compiledMsPerStep: c.ms, dispatchesPerStep: c.dispatches, ...(c.profile ? { profile: c.profile } : {}) };
-    if (c.profile) log(`${s.label}: GPU time by kernel: ${c.profile.slice(0, 8).map((p) => `${p.kernel} ${p.ms.toFixed(2)} ms (${p.dispatches})`).join(', ')}`);
-    log(`${s.label}: compiled ${c.ms.toFixed(2)} ms/step, ${Math.round(row.compiledTokensPerSecond).toLocaleString('en-US')} tokens/s`);
+    const c = opts.fp32 === false ? undefined : await timeCompiled(s, steps, 5, log);
+    const row: GpuBenchRow = { shape: s.label, compiledTokensPerSecond: c ? (tokens / c.ms) * 1000 : NaN, compiledMsPerStep: c?.ms ?? NaN, dispatchesPerStep: c?.dispatches ?? NaN, ...(c?.profile ? { profile: c.profile } : {}) };
+    if (c?.profile) log(`${s.label}: GPU time by kernel: ${c.profile.slice(0, 8).map((p) => `${p.kernel} ${p.ms.toFixed(2)} ms (${p.dispatches})`).join(', ')}`);
+    if (c) log(`${s.label}: compiled ${c.ms.toFixed(2)} ms/step, ${Math.round(row.compiledTokensPerSecond).toLocaleString('en-US')} tokens/s`);
     if (f16cd) {
       try {
         const h = await timeCompiled(s, steps, 5, log, 'f16');
@@ -249,7 +251,8 @@ export async function gpuBench(opts: GpuBenchOptions = {}): Promise<GpuBenchResu
     rows.push(row);
   }
   const edge = opts.matmulSize ?? 4096;
-  const big = await autotune(cd.device, { shapes: [{ m: edge, n: edge, k: edge }], configs: TILE_CANDIDATES, reps: 10, warmup: 2 });
+  const fp32 = opts.fp32 !== false;
+  const big = fp32 ? await autotune(cd.device, { shapes: [{ m: edge, n: edge, k: edge }], configs: TILE_CANDIDATES, reps: 10, warmup: 2 }) : [{ tflops: NaN, tile: undefined }];
   const last = shapes.at(-1)!;
   const R = last.batch * last.seqLen;
   const d = last.dModel;
@@ -260,7 +263,7 @@ export async function gpuBench(opts: GpuBenchOptions = {}): Promise<GpuBenchResu
     { m: R, n: d, k: 4 * d, transA: false, transB: true },
     { m: d, n: 4 * d, k: R, transA: true, transB: false },
   ];
-  const tunedShapes = opts.modelShapes === false ? [] : await autotune(cd.device, { shapes: modelShapes, reps: 10, warmup: 2 });
+  const tunedShapes = opts.modelShapes === false || !fp32 ? [] : await autotune(cd.device, { shapes: modelShapes, reps: 10, warmup: 2 });
   let f16: Partial<GpuBenchResult['matmul']> = {};
   if (f16cd) {
     const only = sgTileOverride();

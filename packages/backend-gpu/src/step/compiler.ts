@@ -9,7 +9,7 @@
 import { buildStepGraph, describeSchedule, lowerStep, type Schedule } from '@patchflow/dataflow-runtime';
 import { registerStepCompiler, type AdamW, type Batch, type CompileRequest, type CompiledStep, type GPT, type StepCompiler } from '@patchflow/trainer';
 import { createDawnGpu, type GpuLike } from '../gpu.js';
-import { autotune, settle, type BenchShape, type SgTile, type TileConfig } from '../compiled/index.js';
+import { autotune, settle, subgroupMatrixSyntax, type BenchShape, type SgTile, type TileConfig } from '../compiled/index.js';
 import { GpuRuntimeError, GpuTrainingState, STEPS_IN_FLIGHT, StepProgram, fmtBytes, type ProgramOptions, type StepPrecision } from './program.js';
 import { F16_PROBE_FLAGS, PrecisionError, f16Support, type F16Support } from './precision.js';
 
@@ -239,7 +239,9 @@ export async function compileWebGpuStep(req: CompileRequest, opts: CompileOption
   if (precision === 'f16') {
     const f = cd.f16!;
     if (!f.shaderF16) throw new PrecisionError(`--precision f16 (config precision: 'f16') needs the WebGPU feature shader-f16: ${f.reason}`);
-    if (f.subgroupMatrix && opts.tensorCores !== false && process.env.PATCHFLOW_F16_KERNELS !== 'fallback') subgroupMatrix = { subgroupSize: f.subgroupSize! };
+    if (f.subgroupMatrix && opts.tensorCores !== false && process.env.PATCHFLOW_F16_KERNELS !== 'fallback') {
+      subgroupMatrix = { subgroupSize: f.subgroupSize!, ...((await subgroupMatrixSyntax(cd.device)) === 'legacy' ? { legacyMajorness: true } : {}) };
+    }
   }
   let state = states.get(model);
   if (!state) {
@@ -248,7 +250,8 @@ export async function compileWebGpuStep(req: CompileRequest, opts: CompileOption
   }
   if (sp) state.setMasks(new Map([...sp.masks].map(([n, m]) => [n, { mask: m.mask, ...(m.block ? { blockMask: m.block.mask } : {}) }])));
   const auto = opts.autotune ?? 'auto';
-  const tune = auto === 'auto' ? !cd.fallback : auto;
+  // the fp32 tiles are tuned for fp32 and shader-f16 matmuls; subgroup-matrix matmuls use their own
+  const tune = (auto === 'auto' ? !cd.fallback : auto) && !subgroupMatrix;
   if (tune) await tuneSchedule(cd.device, schedule);
   const program = await StepProgram.create(cd.device, schedule, state, {
     optim: config.optim,

@@ -325,7 +325,7 @@ export interface ProgramOptions {
    * chromium-experimental-subgroup-matrix with an f16→f32 16×16×16 config); absent: the f16 matmuls
    * run on shader-f16 kernels that round to f16 and multiply in f32.
    */
-  subgroupMatrix?: { subgroupSize: number };
+  subgroupMatrix?: { subgroupSize: number; legacyMajorness?: boolean };
   /** The tile of a dense matmul call on subgroup matrices (autotuned), else defaultSgTile. */
   sgTileFor?: (c: Extract<Call, { op: 'matmul' }>) => SgTile | undefined;
   /** Dynamic loss scaling settings (f16). */
@@ -535,7 +535,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
           const b = this.f16Operand(c.b, micro);
           const mixed = { ...shape, aType: a.type, bType: b.type, ...(a.offset ? { offsetA: a.offset } : {}), ...(b.offset ? { offsetB: b.offset } : {}) };
           spec = this.opts.subgroupMatrix
-            ? matmulSubgroup({ ...mixed, subgroupSize: this.opts.subgroupMatrix.subgroupSize, sgTile: this.opts.sgTileFor?.(c) ?? defaultSgTile(c.m, c.n) })
+            ? matmulSubgroup({ ...mixed, ...this.opts.subgroupMatrix, sgTile: this.opts.sgTileFor?.(c) ?? defaultSgTile(c.m, c.n, c.k) })
             : matmul({ ...mixed, roundF16: true, tile: this.tile(c) });
           res.push(a.range, b.range);
         } else {

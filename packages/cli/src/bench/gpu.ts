@@ -11,12 +11,16 @@ export async function gpuBenchSuite(values: Record<string, unknown>): Promise<{ 
   const avail = await getBackendPlugin('webgpu').checkAvailability();
   if (!avail.ok) throw new UserError(`bench gpu needs a WebGPU adapter: ${avail.reason}`);
   const quick = values.quick === true;
+  if (typeof values.shape === 'string' && !GPU_BENCH_SHAPES.some((s) => s.label.includes(values.shape as string))) {
+    throw new UserError(`--shape ${values.shape}: no bench shape matches (${GPU_BENCH_SHAPES.map((s) => s.label).join(', ')})`);
+  }
   const r = await gpuBench({
     steps: typeof values.steps === 'number' ? values.steps : quick ? 10 : 30,
-    shapes: quick ? GPU_BENCH_SHAPES.slice(0, 1) : GPU_BENCH_SHAPES,
+    shapes: quick ? GPU_BENCH_SHAPES.slice(0, 1) : typeof values.shape === 'string' ? GPU_BENCH_SHAPES.filter((s) => s.label.includes(values.shape as string)) : GPU_BENCH_SHAPES,
     // --quick (and software adapters in CI): a small square product, no per-shape tuning
     ...(quick ? { matmulSize: 512, modelShapes: false } : {}),
     ...(values['no-eager'] === true ? { skipEager: true } : {}),
+    ...(values['f16-only'] === true ? { fp32: false, skipEager: true } : {}),
     log: (l) => process.stderr.write(`bench gpu: ${l}\n`),
   });
   const table =

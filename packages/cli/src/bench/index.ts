@@ -15,6 +15,8 @@ export const BENCH_FLAGS: FlagSpec[] = [
   { name: 'out', type: 'string', help: 'also write the JSON result to this file' },
   { name: 'steps', type: 'int', help: 'measured steps per configuration (after one warm-up step)' },
   { name: 'quick', type: 'boolean', help: 'a smaller, faster version of the suite' },
+  { name: 'shape', type: 'string', help: 'bench gpu: only the model shapes whose label contains this (e.g. "12L")' },
+  { name: 'f16-only', type: 'boolean', help: 'bench gpu: time only the f16 step and f16 matmuls' },
   { name: 'no-eager', type: 'boolean', help: 'bench gpu: skip the eager tfjs-webgpu step (seconds per step at the largest shape)' },
   { name: 'backend', type: 'string', help: 'backend for bench profile and bench scaling (default cpu)' },
   { name: 'data', type: 'string', help: 'bench scaling: the corpus to study (a path or corpus:NAME; default the grid\'s, corpus:english for the full grid)' },
