@@ -12,7 +12,7 @@ R="$OUT/r2"
 mkdir -p "$R"
 part() { local name=$1 limit=$2; shift 2; echo "== $name"; local t0=$SECONDS; timeout "$limit" "$@" > "$R/$name.txt" 2>&1; echo "rc=$? seconds=$((SECONDS - t0))" >> "$R/$name.txt"; grep -c 'deprecated builtin' "$R/$name.txt" | sed 's/^/deprecation warnings: /'; tail -2 "$R/$name.txt" | cut -c1-400; tar czf "$OUT/f16-run2.tgz" -C "$OUT" r2; }
 for v in 0 1; do part "check-$v" 35 node .device-build/f16check.mjs "$v"; done
-part bench12 110 node .device-build/patchflow.mjs bench gpu --f16-only --shape 12L --steps 20 --out "$R/gpu-bench-12L-f16.json"
-part train-patch 40 node .device-build/patchflow.mjs train --backend webgpu --precision f16 --steps 60 --patch-size 4 --eval-every 0 --out /tmp/run-patch --quiet
-part train-sparse 40 node .device-build/patchflow.mjs train --backend webgpu --precision f16 --steps 60 --sparsity 0.75 --sparsity-pattern block:32 --eval-every 0 --out /tmp/run-sparse --quiet
+part bench12 100 node .device-build/patchflow.mjs bench gpu --f16-only --shape 12L --steps 20 --out "$R/gpu-bench-12L-f16.json"
+part train-patch 30 node .device-build/patchflow.mjs train --backend webgpu --precision f16 --steps 60 --patch-size 4 --eval-every 0 --out /tmp/run-patch --quiet
+part train-sparse 30 node .device-build/patchflow.mjs train --backend webgpu --precision f16 --steps 60 --sparsity 0.75 --sparsity-pattern block:32 --eval-every 0 --out /tmp/run-sparse --quiet
 exit 0
