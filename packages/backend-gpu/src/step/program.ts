@@ -20,6 +20,8 @@
  * attention, the loss and the optimizer stay f32; block-sparse matmuls keep their fp32 kernels.
  * Dynamic loss scaling (compiled/mixed.ts) scales the loss gradient, skips the update on overflow and
  * adapts the scale, all on the GPU; the step's result reports the scale and whether it was skipped.
+ * A skipped step still counts as AdamW update t for the bias corrections of later steps (the host
+ * submits the next step before it knows; PyTorch's GradScaler does not advance the optimizer's step).
  */
 import type { Call, FlatEntry, Place, Schedule } from '@patchflow/dataflow-runtime';
 import { EXIT_CODES, PatchflowError } from '@patchflow/tensor';
