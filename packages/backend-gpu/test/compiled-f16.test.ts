@@ -18,7 +18,7 @@ import '@patchflow/patch-training';
 import '@patchflow/sparsity';
 import { AdamW, GPT, buildPlan, finalizeModelConfig, resolveConfig, resolvePhases, tokenBatch, tokenLayout, train, type Batch, type TrainEvent } from '@patchflow/trainer';
 import { whaleText } from '@patchflow/test-fixtures';
-import { castF16, fromF16Bits, matmul, matmulSubgroup, toF16Bits, type MatmulParams } from '../src/compiled/index.js';
+import { castF16, defaultSgTile, fromF16Bits, matmul, matmulSubgroup, sgTileSharedBytes, toF16Bits, type MatmulParams } from '../src/compiled/index.js';
 import { compileWebGpuStep, f16Support, getComputeDevice, type WebGpuCompiledStep } from '../src/index.js';
 import { compiledGpu, guarded, readGuarded, randn, readF32, upload, gelu, geluGrad } from './compiled-helpers.js';
 
@@ -168,6 +168,34 @@ describe.skipIf(!sgOk)('f16 matmul kernels on subgroup matrices vs float64', () 
       checkBounds(p, await runMixed(p, 'sgmat'));
     });
   }
+});
+
+describe('subgroup-matrix kernel generator (no GPU needed)', () => {
+  it('same bindings as the fp32 matmul, workgroups of whole subgroups, both spellings of majorness', () => {
+    const p: MatmulParams = { m: 100, n: 76, k: 72, transA: true, bias: true, gelu: 'both', aType: 'f32', bType: 'f16', offsetB: 64 };
+    const fp = matmul({ ...p, roundF16: true });
+    const sg = matmulSubgroup({ ...p, sgTile: { wm: 2, wn: 2, rt: 2, ct: 2, bk: 32 }, subgroupSize: 32 });
+    expect(sg.bindings).toEqual(fp.bindings);
+    expect(sg.workgroups).toEqual([2, 2, 1]);
+    expect(sg.code).toMatch(/@compute @workgroup_size\(128\)/);
+    expect(sg.code).toMatch(/^enable f16;\nenable subgroups;\nenable chromium_experimental_subgroup_matrix;\ndiagnostic\(off, chromium.subgroup_matrix_uniformity\);/);
+    // A [K, M] is staged as stored and loaded column-major; B [K, N] row-major
+    expect(sg.code).toContain('subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, col_major>(&As, ');
+    expect(sg.code).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&Bs, ');
+    expect(sg.code).not.toMatch(/, (true|false), \d+u\)/);
+    const legacy = matmulSubgroup({ ...p, sgTile: { wm: 2, wn: 2, rt: 2, ct: 2, bk: 32 }, legacyMajorness: true });
+    expect(legacy.code).toContain('subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&As, ');
+    expect(legacy.code).toMatch(/subgroupMatrixStore\(&Cs, sg \* 256u, acc_0_0, false, 16u\)/);
+    // the weight operand starts 64 elements into its binding
+    expect(sg.code).toContain('+ 64u');
+    expect(() => matmulSubgroup({ ...p, subgroupSize: 12 })).toThrow(/subgroup size 12/);
+  });
+
+  it('default tiles: 128x64 only for large products with a long K', () => {
+    expect(defaultSgTile(4096, 4096, 4096)).toMatchObject({ rt: 4, ct: 2 });
+    expect(defaultSgTile(4096, 3072, 768)).toMatchObject({ rt: 2, ct: 2 });
+    expect(sgTileSharedBytes({ wm: 2, wn: 2, rt: 4, ct: 2, bk: 32 })).toBeLessThanOrEqual(32768);
+  });
 });
 
 describe('f16 support report', () => {
