@@ -19,7 +19,7 @@ import '@patchflow/sparsity';
 import { AdamW, GPT, buildPlan, finalizeModelConfig, resolveConfig, resolvePhases, tokenBatch, tokenLayout, train, type Batch, type TrainEvent } from '@patchflow/trainer';
 import { whaleText } from '@patchflow/test-fixtures';
 import { castF16, defaultSgTile, fromF16Bits, matmul, matmulSubgroup, sgTileSharedBytes, toF16Bits, type MatmulParams } from '../src/compiled/index.js';
-import { compileWebGpuStep, f16Support, getComputeDevice, type WebGpuCompiledStep } from '../src/index.js';
+import { compileWebGpuStep, f16Support, getComputeDevice, gpuBench, type WebGpuCompiledStep } from '../src/index.js';
 import { compiledGpu, guarded, readGuarded, randn, readF32, upload, gelu, geluGrad } from './compiled-helpers.js';
 
 const gpu = await compiledGpu();
@@ -319,7 +319,7 @@ describe.skipIf(!stepOk)('compiled f16 step', () => {
   for (const [label, over] of [
     ['dense', { steps: 60 }],
     ['patch-level K=4 on half the tokens', { steps: 60, plugins: { patch: { patchSize: 4, fraction: 0.5 } } }],
-    ['block-sparse 75% (block 16; its matmuls stay fp32)', { steps: 60, plugins: { sparsity: { sparsity: 0.75, pattern: 'block:16' } } }],
+    ['block-sparse 75% (block 16; its matmuls stay fp32), gradient accumulation 2', { steps: 60, gradAccum: 2, plugins: { sparsity: { sparsity: 0.75, pattern: 'block:16' } } }],
   ] as const) {
     it(`training, ${label}: f16 within 2% of fp32`, async () => {
       const f16 = await run({ ...over, precision: 'f16' });
@@ -331,6 +331,17 @@ describe.skipIf(!stepOk)('compiled f16 step', () => {
       expect(fp32.losses.at(-1)!).toBeLessThan(fp32.losses[0]! - 0.5);
     });
   }
+
+  it('bench gpu reports the compiled f16 step and the f16 matmul', async () => {
+    const r = await gpuBench({ shapes: [{ label: 'tiny', nLayer: 1, dModel: 32, nHead: 2, seqLen: 16, batch: 2 }], steps: 3, skipEager: true, matmulSize: 64, modelShapes: false });
+    const row = r.rows[0]!;
+    expect(row.compiledTokensPerSecond).toBeGreaterThan(0);
+    expect(row.compiledF16TokensPerSecond).toBeGreaterThan(0);
+    expect(row.f16LossScale).toBeGreaterThan(0);
+    expect(r.matmul.f16Tflops4096).toBeGreaterThan(0);
+    expect(r.matmul.f16Kernel).toBe(cd!.f16!.subgroupMatrix ? 'subgroup-matrix' : 'shader-f16');
+    if (!cd!.f16!.subgroupMatrix) expect(r.matmul.f16Note).toMatch(/^f16 on the shader-f16 fallback kernels/);
+  });
 
   it('precision f16 on the eager path or a CPU backend is an error before step 1', async () => {
     await expect(run({ steps: 2, precision: 'f16', compile: false })).rejects.toThrow(/precision 'f16' runs only on the compiled step/);
