@@ -3,6 +3,19 @@ import { explainSyncReads, fixIntTransposes, type WebGpuModuleLike } from './fix
 import { defaultGpu, GpuLoadError, isNode, withTimeout, type GpuAdapterInfoLike, type GpuAdapterLike, type GpuLike } from './gpu.js';
 import { explainDawnLog, probeDawn, type DawnAdapterFacts } from './probe.js';
 import { webgpuKernels } from './kernels.js';
+import { F16_PROBE_FLAGS, f16Support } from './step/precision.js';
+
+/** Whether `--precision f16` can run on the adapter (with the f16 Dawn toggles), and on tensor cores. */
+export interface GpuF16Info {
+  /** shader-f16: f16 mixed-precision training can run (compiled step). */
+  available: boolean;
+  /** Subgroup matrices (chromium-experimental-subgroup-matrix, f16×f16→f32 16×16×16): its matmuls use tensor cores. */
+  subgroupMatrix: boolean;
+  /** The adapter's subgroup-matrix configs. */
+  configs: string[];
+  /** Why not (either), empty when both are there. */
+  reason: string;
+}
 
 /**
  * Highest rank that works: tfjs-backend-webgpu 4.22 generates WGSL with a `vec5` type (which does
@@ -39,6 +52,8 @@ export type GpuInfo =
       features: string[];
       /** The limits that bound tensor sizes and kernels (bytes / counts). */
       limits: Record<string, number>;
+      /** f16 mixed precision (`--precision f16`): asked of the adapter with the f16 Dawn toggles. */
+      f16: GpuF16Info;
     }
   | { available: false; reason: string };
 
@@ -89,6 +104,20 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): WebGpuB
   const powerPreference = options.powerPreference ?? 'high-performance';
   const getGpu = options.gpu ?? (() => defaultGpu());
   let lastInfo: GpuAdapterInfoLike | undefined;
+  let lastF16: GpuF16Info | undefined;
+
+  /** f16 support, from a probe with the f16 toggles (Dawn in Node) or the adapter's own features. */
+  async function f16Facts(plain: DawnAdapterFacts, probed: boolean): Promise<GpuF16Info> {
+    let facts = plain;
+    if (probed) {
+      const p = await probeDawn(F16_PROBE_FLAGS, { timeoutMs, powerPreference });
+      if (!p.ok) return { available: false, subgroupMatrix: false, configs: [], reason: `the adapter could not be probed with the f16 toggles: ${p.reason}` };
+      facts = p;
+    }
+    const s = f16Support(facts.features, facts.info);
+    lastF16 = { available: s.shaderF16, subgroupMatrix: s.subgroupMatrix, configs: s.configs, reason: s.reason };
+    return lastF16;
+  }
 
   /** The implementation (Dawn in Node unless injected), or a reason; never throws. */
   async function obtainGpu(): Promise<{ gpu: GpuLike } | { reason: string }> {
@@ -141,8 +170,7 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): WebGpuB
    * elsewhere it asks the WebGPU implementation in this process.
    */
   async function adapterFacts(): Promise<{ facts: DawnAdapterFacts } | { reason: string }> {
-    const navigatorGpu = (globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu;
-    if (!options.gpu && isNode && !navigatorGpu) {
+    if (probesDawn()) {
       const p = await probeDawn([], { timeoutMs, powerPreference });
       if (!p.ok) return { reason: p.reason };
       lastInfo = p.info;
@@ -163,10 +191,18 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): WebGpuB
     };
   }
 
+  /** True where adapterFacts asks a Dawn child process (Node, nothing injected, no navigator.gpu). */
+  function probesDawn(): boolean {
+    const navigatorGpu = (globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu;
+    return !options.gpu && isNode && !navigatorGpu;
+  }
+
   async function checkAvailability(): Promise<Availability> {
     try {
       const a = await adapterFacts();
-      return 'reason' in a ? { ok: false, reason: a.reason } : { ok: true };
+      if ('reason' in a) return { ok: false, reason: a.reason };
+      await f16Facts(a.facts, probesDawn());
+      return { ok: true };
     } catch (e) {
       // adapterFacts is written not to throw; this is the belt to its braces.
       return { ok: false, reason: `WebGPU availability check failed: ${errorMessage(e)}` };
@@ -177,6 +213,7 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): WebGpuB
     const a = await adapterFacts();
     if ('reason' in a) return { available: false, reason: a.reason };
     const { info, features, limits } = a.facts;
+    const f16 = await f16Facts(a.facts, probesDawn());
     const picked: Record<string, number> = {};
     for (const k of LIMIT_NAMES) if (typeof limits[k] === 'number') picked[k] = limits[k];
     return {
@@ -189,6 +226,7 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): WebGpuB
       isFallbackAdapter: !!info.isFallbackAdapter,
       features,
       limits: picked,
+      f16,
     };
   }
 
@@ -245,6 +283,15 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): WebGpuB
       if (lastInfo.isFallbackAdapter) notes.push('software (fallback) adapter: right for correctness, not for speed');
     } else {
       notes.push('adapter not queried yet');
+    }
+    if (lastF16) {
+      notes.push(
+        lastF16.available
+          ? lastF16.subgroupMatrix
+            ? '--precision f16: yes, on tensor cores (shader-f16, chromium-experimental-subgroup-matrix)'
+            : `--precision f16: yes (shader-f16), without tensor cores: ${lastF16.reason}`
+          : `--precision f16: no: ${lastF16.reason}`,
+      );
     }
     if (isNode) notes.push('no synchronous reads in Node (dataSync/arraySync): use await tensor.data()');
     notes.push(`max rank ${WEBGPU_MAX_RANK}: tfjs-backend-webgpu 4.22 emits invalid WGSL (vec5) for rank-5 pads`);

@@ -7,7 +7,7 @@ import { registerBackend } from '@patchflow/tensor';
 import { createWebGpuBackend, type GpuInfo } from './backend.js';
 
 export { createWebGpuBackend, WEBGPU_MAX_RANK } from './backend.js';
-export type { GpuInfo, WebGpuBackendOptions, WebGpuBackendPlugin } from './backend.js';
+export type { GpuF16Info, GpuInfo, WebGpuBackendOptions, WebGpuBackendPlugin } from './backend.js';
 export { defaultGpu, GpuLoadError } from './gpu.js';
 export type { GpuAdapterInfoLike, GpuAdapterLike, GpuLike } from './gpu.js';
 export * from './compiled/index.js';
@@ -28,3 +28,4 @@ registerBackend(webgpuBackend);
 export * from './step/program.js';
 export * from './step/compiler.js';
 export * from './step/bench.js';
+export * from './step/precision.js';

@@ -18,7 +18,7 @@ import { captureNativeStderr } from '@patchflow/tensor';
 import type { GpuAdapterInfoLike, GpuLike } from './gpu.js';
 
 export interface DawnAdapterFacts {
-  info: GpuAdapterInfoLike;
+  info: GpuAdapterInfoLike & { subgroupMaxSize?: number; subgroupMatrixConfigs?: { componentType: string; resultComponentType: string; M: number; N: number; K: number }[] };
   features: string[];
   limits: Record<string, number>;
 }
@@ -41,7 +41,8 @@ if (a) {
   for (const k in a.limits) if (typeof a.limits[k] === 'number') limits[k] = a.limits[k];
   out = {
     info: { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description,
-            isFallbackAdapter: !!(i.isFallbackAdapter ?? a.isFallbackAdapter) },
+            isFallbackAdapter: !!(i.isFallbackAdapter ?? a.isFallbackAdapter), subgroupMaxSize: i.subgroupMaxSize,
+            subgroupMatrixConfigs: [...(i.subgroupMatrixConfigs ?? [])].map((c) => ({ componentType: c.componentType, resultComponentType: c.resultComponentType, M: c.M, N: c.N, K: c.K })) },
     features: [...a.features].sort(),
     limits,
   };

@@ -156,7 +156,10 @@ describe('adapter facts', () => {
       isFallbackAdapter: true,
       features: ['shader-f16', 'timestamp-query'],
       limits: { maxBufferSize: 2 ** 32 - 1, maxStorageBufferBindingSize: 2 ** 27 },
+      f16: { available: true, subgroupMatrix: false, configs: [], reason: 'the adapter lacks chromium-experimental-subgroup-matrix' },
     });
+    // `patchflow backends` says so too
+    expect(b.capabilities().notes).toContain('--precision f16: yes (shader-f16), without tensor cores: the adapter lacks chromium-experimental-subgroup-matrix');
     const none = createWebGpuBackend({ gpu: fakeGpu(async () => null) });
     const i = await none.gpuInfo();
     expect(i.available).toBe(false);

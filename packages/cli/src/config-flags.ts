@@ -16,6 +16,7 @@ export const FLAG_KEYS: Readonly<Record<string, string>> = Object.freeze({
   tokenizer: 'tokenizer',
   steps: 'steps',
   backend: 'backend',
+  precision: 'precision',
   'batch-size': 'batchSize',
   'grad-accum': 'gradAccum',
   lr: 'optim.lr',

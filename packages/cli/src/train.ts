@@ -19,6 +19,7 @@ export const TRAIN_FLAGS: FlagSpec[] = [
   { name: 'steps', type: 'int', help: 'optimizer steps of token-level training (the token budget)' },
   { name: 'out', type: 'string', help: 'run directory for checkpoints, metrics.jsonl and loss.svg', default: 'runs/train' },
   { name: 'backend', type: 'string', help: 'cpu (default), webgpu, tfjs-cpu, or a registered third-party backend' },
+  { name: 'precision', type: 'string', help: "fp32 (default) or f16: mixed precision on the compiled webgpu step (f16 matmuls, on tensor cores where the GPU exposes subgroup matrices; f32 master weights; dynamic loss scaling)" },
   { name: 'resume', type: 'boolean', help: 'continue from the checkpoint in --out' },
   { name: 'batch-size', type: 'int', help: 'sequences per micro-batch' },
   { name: 'grad-accum', type: 'int', help: 'micro-batches per optimizer step' },
@@ -87,8 +88,8 @@ export async function trainCommand(values: Record<string, unknown>): Promise<num
     throw new UserError(`--resume: no checkpoint in ${out}`);
   }
   if (resume) {
-    const ignored = ['config', ...Object.keys(FLAG_KEYS).filter((f) => f !== 'backend' && f !== 'steps')].filter((f) => values[f] !== undefined);
-    // --backend and --no-compile apply to the resumed run: train() takes them over the checkpoint's config
+    const ignored = ['config', ...Object.keys(FLAG_KEYS).filter((f) => f !== 'backend' && f !== 'steps' && f !== 'precision')].filter((f) => values[f] !== undefined);
+    // --backend, --precision and --no-compile apply to the resumed run: train() takes them over the checkpoint's config
     if (ignored.length) process.stderr.write(`patchflow: note: --resume continues with the checkpoint's config; ignoring ${ignored.map((f) => `--${f}`).join(', ')}\n`);
   }
   await loadBackendModules();

@@ -56,10 +56,22 @@ export interface CompiledStep {
    * update `t` (1-based). Resolves once the step is submitted, with `done`: a promise of its mean
    * loss and gradient norm. A caller may submit the next step before `done` resolves.
    */
-  submit(batches: Batch[], lr: number, t: number): Promise<{ done: Promise<{ loss: number; gradNorm: number }> }>;
+  submit(batches: Batch[], lr: number, t: number): Promise<{ done: Promise<CompiledStepResult> }>;
   /** Copies weights and moments back into the model's variables and the optimizer (before evaluating or saving). */
   store(): Promise<void>;
   dispose(): void;
+}
+
+/** One compiled step's outcome. */
+export interface CompiledStepResult {
+  loss: number;
+  gradNorm: number;
+  /** Mixed precision: the loss scale after this step. */
+  lossScale?: number;
+  /** Mixed precision: the scaled gradients overflowed, the update was skipped (the scale was lowered). */
+  skipped?: boolean;
+  /** Mixed precision: skipped steps so far. */
+  skippedSteps?: number;
 }
 
 export interface StepCompiler {

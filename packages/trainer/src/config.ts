@@ -55,6 +55,12 @@ export interface TrainConfig {
   backend: string;
   /** Use the backend's compiled step where it has one (default true); false forces the eager tfjs step. */
   compile: boolean;
+  /**
+   * Numeric precision: 'fp32' (default) or 'f16' mixed precision (f16 matmul inputs, f32 master
+   * weights, dynamic loss scaling). f16 runs only on a compiled step that supports it (webgpu with
+   * shader-f16); anywhere else the run stops before step 1.
+   */
+  precision: 'fp32' | 'f16';
   /** Plugin settings, keyed by plugin name (validated by each plugin). */
   plugins: Record<string, Record<string, unknown>>;
 }
@@ -75,6 +81,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   tokenizer: '',
   backend: 'cpu',
   compile: true,
+  precision: 'fp32',
   plugins: {},
 };
 
@@ -114,6 +121,7 @@ const TOP_RULES: Record<Exclude<keyof TrainConfig, 'model' | 'optim'>, Rule> = {
   tokenizer: { kind: 'string' },
   backend: { kind: 'string' },
   compile: { kind: 'boolean' },
+  precision: { kind: 'enum', values: ['fp32', 'f16'] },
   plugins: { kind: 'object' },
 };
 

@@ -67,7 +67,7 @@ export function pluginTensors(optimizer: Record<string, FloatTensor>, plugin: st
  * re-resolved, so defaults added since the save are filled in), and the counters present. Only
  * `backend` and `compile` may be overridden: a run may continue on another backend or execution path.
  */
-export function readCheckpointState(raw: unknown, where: string, overrides: { backend?: string; compile?: boolean } = {}): CheckpointState {
+export function readCheckpointState(raw: unknown, where: string, overrides: { backend?: string; compile?: boolean; precision?: 'fp32' | 'f16' } = {}): CheckpointState {
   const bad = (what: string) => new CheckpointError(`${where}: state.json ${what}; is it a patchflow training checkpoint?`);
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw bad('is not a JSON object');
   const s = raw as Partial<CheckpointState> & Record<string, unknown>;
@@ -78,6 +78,7 @@ export function readCheckpointState(raw: unknown, where: string, overrides: { ba
     config = resolveConfigFrom(s.config, {
       ...(overrides.backend ? { backend: overrides.backend } : {}),
       ...(overrides.compile !== undefined ? { compile: overrides.compile } : {}),
+      ...(overrides.precision ? { precision: overrides.precision } : {}),
     });
   } catch (e) {
     throw new CheckpointError(`${where}: state.json holds no valid training config (${(e as Error).message})`);
@@ -107,7 +108,7 @@ export interface TrainingCheckpoint extends Omit<LoadedCheckpoint, 'state'> {
 }
 
 /** Loads a run directory's (or a checkpoint directory's) last complete checkpoint with its typed state. */
-export function loadTrainingCheckpoint(dir: string, overrides: { backend?: string; compile?: boolean } = {}): TrainingCheckpoint {
+export function loadTrainingCheckpoint(dir: string, overrides: { backend?: string; compile?: boolean; precision?: 'fp32' | 'f16' } = {}): TrainingCheckpoint {
   const ck = loadCheckpoint(dir);
   return { ...ck, state: readCheckpointState(ck.state, ck.dir, overrides) };
 }

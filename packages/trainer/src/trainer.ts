@@ -12,7 +12,7 @@ import { ConfigError, type TrainConfig, finalizeModelConfig } from './config.js'
 import { GPT } from './model.js';
 import { AdamW, learningRate } from './optim.js';
 import { type Batch, type PhaseContext, type StepContext, type TrainerPlugin, buildPlan, tokenBatch } from './plugin.js';
-import { type CompiledStep, phaseContribution, stepCompilerFor } from './compile.js';
+import { type CompiledStep, type CompiledStepResult, phaseContribution, stepCompilerFor } from './compile.js';
 import { pluginsFromConfig, runPluginsFor } from './composition.js';
 import { type ResolvedPhase, resolvePhases, stepFlops } from './phases.js';
 import { evaluate, splitDataset, validationWindows } from './evaluate.js';
@@ -104,17 +104,28 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
 }
 
+/** precision 'f16' needs a backend with a compiled step, and the compiled step turned on: checked before anything runs. */
+function checkPrecision(config: TrainConfig): void {
+  const precision = config.precision ?? 'fp32';
+  if (precision === 'fp32') return;
+  if (precision !== 'f16') throw new ConfigError(`invalid config: precision must be one of fp32, f16, got ${JSON.stringify(precision)}`);
+  if (!stepCompilerFor(config.backend)) {
+    throw new ConfigError(`invalid config: precision 'f16' needs a backend with a compiled step (webgpu); backend "${config.backend}" has none`);
+  }
+  if (config.compile === false) throw new ConfigError(`invalid config: precision 'f16' runs only on the compiled step; it cannot be combined with compile: false (--no-compile)`);
+}
+
 async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
   const emit = opts.onEvent ?? (() => {});
   const outDir = opts.outDir;
   let config = opts.config;
 
-  // Resuming: the checkpoint's config wins for everything that shapes the run (the backend and the
-  // execution path may change).
+  // Resuming: the checkpoint's config wins for everything that shapes the run (the backend, the
+  // execution path and the precision may change; checkpoints are f32 either way).
   let ckpt: TrainingCheckpoint | undefined;
   if (opts.resume) {
     if (!outDir) throw new Error('resume needs an output directory');
-    ckpt = loadTrainingCheckpoint(outDir, { backend: opts.config.backend, compile: opts.config.compile });
+    ckpt = loadTrainingCheckpoint(outDir, { backend: opts.config.backend, compile: opts.config.compile, precision: opts.config.precision ?? 'fp32' });
     config = ckpt.state.config;
     if (opts.extendSteps !== undefined && opts.extendSteps !== config.steps) {
       if (!Number.isInteger(opts.extendSteps) || opts.extendSteps < config.steps) {
@@ -130,6 +141,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
   // a backend's run plugin yields to one of the same name the caller brought (its own settings)
   const plugins = [...own, ...runPluginsFor(config).filter((r) => !own.some((p) => p.name === r.name))];
 
+  checkPrecision(config);
   await useBackend(config.backend);
   const tokenizer = opts.tokenizer ?? loadTokenizer(config.tokenizer, ckpt?.tokenizerJson);
   const corpus = opts.corpus ?? loadCorpus(config.data || undefined);
@@ -240,6 +252,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     const contribution = phaseContribution(active, (p) => phaseCtx(ph, p));
     const c = 'reason' in contribution ? contribution : await compiler.compile({ config, model, optimizer, phase: ph, contribution });
     if ('reason' in c) {
+      if (config.precision === 'f16') throw new ConfigError(`invalid config: precision 'f16' runs only on a compiled step, and phase "${ph.name}" cannot be compiled on ${config.backend}: ${c.reason}`);
       emit({ type: 'log', message: `phase "${ph.name}" runs the eager tfjs step on ${config.backend}: ${c.reason}` });
       return undefined;
     }
@@ -275,7 +288,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
 
   /** Steps submitted to a compiled step whose results are not processed yet (oldest first). */
   interface Pending {
-    result: Promise<{ loss: number; gradNorm: number }>;
+    result: Promise<CompiledStepResult>;
     lr: number;
   }
 
@@ -298,9 +311,12 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     const stepCtxAt = (p: TrainerPlugin, step: number, phaseStep: number): StepContext => ({ ...phaseCtx(ph, p), plan: phases, step, phaseStep, phaseSteps: ph.steps });
 
     /** Books a finished step: counters, plugins' afterStep (eager path), metrics, events. */
-    const finishStep = async (loss: number, gradNorm: number, lr: number) => {
+    const finishStep = async (loss: number, gradNorm: number, lr: number, mixed?: CompiledStepResult) => {
       if (!Number.isFinite(loss)) throw new DivergenceError(divergenceMessage(run.step + 1, loss, run.lastGood, outDir));
-      if (!Number.isFinite(gradNorm)) throw new DivergenceError(divergenceMessage(run.step + 1, gradNorm, run.lastGood, outDir, 'gradient norm'));
+      // a skipped mixed-precision step (its scaled gradients overflowed) is not a divergence, unless
+      // the loss scale cannot go lower
+      const skipped = !!mixed?.skipped && (mixed.lossScale ?? 0) > 1;
+      if (!Number.isFinite(gradNorm) && !skipped) throw new DivergenceError(divergenceMessage(run.step + 1, gradNorm, run.lastGood, outDir, 'gradient norm'));
       const flopsNow = hasFlopsHook ? stepFlops(active, { ...ctxBase, phase: ph, phaseIndex: ph.index, layout: ph.layout, rowsPerStep, step: run.step + 1 }, model) : ph.flopsPerStep;
       run.step++;
       run.phaseStep++;
@@ -317,6 +333,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
       }
       const extra: Record<string, number> = {};
       for (const p of active) Object.assign(extra, p.metrics?.(phaseCtx(ph, p)) ?? {});
+      if (mixed?.lossScale !== undefined) Object.assign(extra, { lossScale: mixed.lossScale, skipped: mixed.skipped ? 1 : 0, skippedSteps: mixed.skippedSteps ?? 0 });
       run.elapsed = (now - t0) / 1000;
       if (run.step % config.logEvery === 0 || run.phaseStep === ph.steps) {
         writeMetric({ type: 'train', step: run.step, phase: ph.name, loss, lr, gradNorm, tokens: run.tokens, flops: run.flops, tokensPerSecond: tps, elapsed: run.elapsed, ...extra });
@@ -356,7 +373,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
       const drainOne = async () => {
         const p = pending.shift()!;
         const r = await p.result;
-        await finishStep(r.loss, r.gradNorm, p.lr);
+        await finishStep(r.loss, r.gradNorm, p.lr, r);
         return afterBooking(pending.length);
       };
       try {

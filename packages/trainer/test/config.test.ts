@@ -19,6 +19,7 @@ describe('config validation', () => {
     ['string where a number goes', { batchSize: '8' }, /batchSize must be a finite number/],
     ['bad positions', { model: { positions: 'alibi' } }, /model\.positions must be one of learned, rotary/],
     ['model not an object', { model: 3 }, /model must be an object/],
+    ['unknown precision', { precision: 'bf16' }, /^invalid config: precision must be one of fp32, f16, got "bf16"$/],
   ];
   for (const [what, patch, re] of bad) {
     it(`rejects ${what} with a ConfigError naming the key`, () => {

@@ -50,7 +50,7 @@ export interface BenchOptions {
   log?: (line: string) => void;
 }
 
-function filled(device: GPUDevice, floats: number, seed: number): GPUBuffer {
+export function filled(device: GPUDevice, floats: number, seed: number): GPUBuffer {
   const buf = device.createBuffer({ size: Math.max(16, Math.ceil((floats * 4) / 16) * 16), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
   const chunk = 1 << 20;
   const data = new Float32Array(Math.min(chunk, floats));
@@ -66,7 +66,7 @@ function filled(device: GPUDevice, floats: number, seed: number): GPUBuffer {
   return buf;
 }
 
-async function timePass(device: GPUDevice, record: (pass: GPUComputePassEncoder) => void, useTimestamps: boolean): Promise<{ ms: number; method: BenchRow['method'] }> {
+export async function timePass(device: GPUDevice, record: (pass: GPUComputePassEncoder) => void, useTimestamps: boolean): Promise<{ ms: number; method: BenchRow['method'] }> {
   if (useTimestamps) {
     const qs = device.createQuerySet({ type: 'timestamp', count: 2 });
     const resolve = device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });

@@ -13,3 +13,6 @@ export * from './attention.js';
 export * from './blocksparse.js';
 export * from './optimizer.js';
 export * from './bench.js';
+export * from './bench-f16.js';
+export * from './matmul-sgmat.js';
+export * from './mixed.js';

@@ -72,6 +72,8 @@ export function makeKernel(o: {
   entryPoint?: string;
   workgroups: [number, number, number];
   enables?: string[];
+  /** Global directives after the enables (e.g. `diagnostic(off, ...)`). */
+  directives?: string[];
   flops?: number;
   bytes?: number;
 }): KernelSpec {
@@ -84,7 +86,7 @@ export function makeKernel(o: {
     if (!t) throw new Error(`${o.label}: no WGSL type for binding ${b.name}`);
     return declare(i, b, t);
   });
-  const code = [...(o.enables ?? []).map((e) => `enable ${e};`), ...decls, o.body].join('\n');
+  const code = [...(o.enables ?? []).map((e) => `enable ${e};`), ...(o.directives ?? []).map((d) => `${d};`), ...decls, o.body].join('\n');
   const sig = o.bindings.map((b) => b.access).join(',');
   return {
     key: `${entryPoint}:${hash53(code)}:${hash53(code, 7)}:${sig}`,

@@ -21,6 +21,11 @@ export interface CrossEntropyParams {
   smoothing?: number;
   /** Multiplier of the gradient (default 1 / rows). */
   gradScale?: number;
+  /**
+   * Dynamic loss scaling (f16 mixed precision): bind `scaler` (read f32 [4], lossScaleState) after
+   * `loss`; the gradient is also multiplied by scaler[0], the current loss scale.
+   */
+  lossScale?: boolean;
 }
 
 const WG = 256;
@@ -43,13 +48,14 @@ export function crossEntropy(p: CrossEntropyParams): KernelSpec {
   const g = grid(R);
   const hard = f32lit((1 - eps) / K);
   return makeKernel({
-    label: `crossEntropy ${R}x${V} k=${K}${eps ? ` smoothing=${eps}` : ''}`,
+    label: `crossEntropy ${R}x${V} k=${K}${eps ? ` smoothing=${eps}` : ''}${p.lossScale ? ' ×lossScale' : ''}`,
     bindings: [
       { name: 'logits', access: 'read_write' },
       { name: 'labels', access: 'read' },
       { name: 'loss', access: 'read_write', overwrite: true },
+      ...(p.lossScale ? [{ name: 'scaler', access: 'read' as const }] : []),
     ],
-    types: { logits: 'array<f32>', labels: 'array<i32>', loss: 'array<f32>' },
+    types: { logits: 'array<f32>', labels: 'array<i32>', loss: 'array<f32>', scaler: 'array<f32>' },
     workgroups: g.workgroups,
     body: `var<workgroup> red : array<f32, ${WG}>;
 var<workgroup> red2 : array<f32, ${WG}>;
@@ -90,7 +96,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
       var cnt = 0.0;
       for (var k = 0u; k < ${K}u; k = k + 1u) { cnt = cnt + select(0.0, 1.0, lab[k] == v); }
       let pv = exp(logits[base + v] - m) / sumExp;
-      logits[base + v] = ${f32lit(gs)} * (pv - ${hard} * cnt${eps ? ` - ${f32lit(eps / V)}` : ''});
+      logits[base + v] = ${p.lossScale ? 'scaler[0] * ' : ''}${f32lit(gs)} * (pv - ${hard} * cnt${eps ? ` - ${f32lit(eps / V)}` : ''});
     }
   }
 }`,

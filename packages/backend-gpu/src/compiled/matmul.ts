@@ -18,6 +18,11 @@
  * multiple of 4, scalar otherwise. Edge tiles clamp their row/column loads (garbage rows are computed
  * but never stored) and only the K tail tile (K % BK != 0) zero-fills out-of-range k; stores are guarded.
  * dtype 'f16' reads A and B as f16 (`enable f16;`, device feature 'shader-f16') and accumulates in f32.
+ * Mixed precision (the f16 training step): `aType` / `bType` set each operand's storage type apart,
+ * `roundF16` rounds f32 operands through f16 as they are loaded (so every product is of f16 values,
+ * as on tensor cores, with f32 accumulation), and `offsetA` / `offsetB` start an operand that many
+ * elements into its binding (an f16 weight copy bound whole). The same parameters drive the
+ * subgroup-matrix kernel (matmul-sgmat.ts), with the same bindings and epilogues.
  *
  * matmulSplitK (weight gradients, C [M,N] (+)= Aᵀ·B with A [K,M], B [K,N] and K ≫ M, N): the K rows
  * are cut into `splits` contiguous chunks, each a batch of the same kernel writing its partial product
@@ -56,6 +61,15 @@ export interface MatmulParams {
   strideC?: number;
   /** Storage type of A and B (accumulation is always f32). */
   dtype?: MatmulDtype;
+  /** Storage type of A alone (default dtype). */
+  aType?: MatmulDtype;
+  /** Storage type of B alone (default dtype). */
+  bType?: MatmulDtype;
+  /** Round f32 operands to f16 as they are loaded (f16 products, f32 accumulation). */
+  roundF16?: boolean;
+  /** Elements from the start of A's / B's binding to the operand (added to every batch's start). */
+  offsetA?: number;
+  offsetB?: number;
   /** Scale of the product (before bias). */
   alpha?: number;
   /** + bias[n] (f32 [N], shared by all batches). */
@@ -137,8 +151,6 @@ export function matmul(p: MatmulParams): KernelSpec {
   const batch = dim('matmul batch', p.batch ?? 1);
   const transA = !!p.transA;
   const transB = !!p.transB;
-  const dtype = p.dtype ?? 'f32';
-  const alpha = p.alpha ?? 1;
   const gelu = p.gelu ?? 'none';
   const t = p.tile ?? defaultTile(M, N, batch);
   checkTile(t);
@@ -154,39 +166,21 @@ export function matmul(p: MatmulParams): KernelSpec {
   const THREADS = TX * TY;
   const CM = TM / 4;
   const CN = TN / 4;
-  const st = dtype; // storage scalar type of A, B
-  const vt = `vec4<${st}>`;
-  const toF32 = (e: string, vec: boolean) => (st === 'f32' ? e : vec ? `vec4<f32>(${e})` : `f32(${e})`);
+  const ops = operandTypes(p);
+  const toF32 = (X: 'A' | 'B', e: string, vec: boolean) => convertToF32(X === 'A' ? ops.a : ops.b, ops.round, e, vec);
+  const offA = p.offsetA ?? 0;
+  const offB = p.offsetB ?? 0;
 
   // vec4 global access needs the contiguous dimension and the batch stride to be multiples of 4.
   const aKMajor = transA; // A stored [K][M]: m contiguous
   const bKMajor = !transB; // B stored [K][N]: n contiguous
   const aContig = aKMajor ? M : K;
   const bContig = bKMajor ? N : K;
-  const vecA = aContig % 4 === 0 && (batch === 1 || sA % 4 === 0);
-  const vecB = bContig % 4 === 0 && (batch === 1 || sB % 4 === 0);
+  const vecA = aContig % 4 === 0 && (batch === 1 || sA % 4 === 0) && offA % 4 === 0;
+  const vecB = bContig % 4 === 0 && (batch === 1 || sB % 4 === 0) && offB % 4 === 0;
   const vecC = N % 4 === 0 && (batch === 1 || sC % 4 === 0);
-  const vecBias = N % 4 === 0;
 
-  const bindings: BindingSpec[] = [
-    { name: 'A', access: 'read' },
-    { name: 'B', access: 'read' },
-  ];
-  if (p.bias) bindings.push({ name: 'bias', access: 'read' });
-  if (p.residual) bindings.push({ name: 'R', access: 'read' });
-  if (p.geluBackward) bindings.push({ name: 'F', access: 'read' });
-  bindings.push({ name: 'C', access: 'read_write', overwrite: !p.accumulate });
-  if (gelu === 'both') bindings.push({ name: 'pre', access: 'read_write', overwrite: true });
-  const cType = vecC ? 'array<vec4<f32>>' : 'array<f32>';
-  const types: Record<string, string> = {
-    A: vecA ? `array<${vt}>` : `array<${st}>`,
-    B: vecB ? `array<${vt}>` : `array<${st}>`,
-    bias: vecBias ? 'array<vec4<f32>>' : 'array<f32>',
-    R: cType,
-    F: cType,
-    C: cType,
-    pre: cType,
-  };
+  const { bindings, types } = matmulBindings(p, { vecA, vecB, vecC });
 
   /**
    * Load code for one operand tile (BF free-dim rows × BK), into vec4 registers `${r}_i`: group g of
@@ -195,7 +189,8 @@ export function matmul(p: MatmulParams): KernelSpec {
   const loader = (X: 'A' | 'B', F: number, BF: number, kMajor: boolean, vec: boolean, stride: number) => {
     const groups = (BF * BK) / 4;
     const per = cdiv(groups, THREADS);
-    const base = batch > 1 && stride > 0 ? `z * ${stride}u` : '0u';
+    const off = X === 'A' ? offA : offB;
+    const base = `${batch > 1 && stride > 0 ? `z * ${stride}u` : '0u'}${off ? ` + ${off}u` : ''}`;
     const r = X === 'A' ? 'ra' : 'rb';
     const f0 = X === 'A' ? 'm0' : 'n0';
     const sh = X === 'A' ? 'As' : 'Bs';
@@ -213,11 +208,11 @@ export function matmul(p: MatmulParams): KernelSpec {
             if (vec) {
               const kk = guardK ? `min(k0 + ${kr}, ${K - 1}u)` : `(k0 + ${kr})`;
               const idx = `(${base} + ${kk} * ${F}u + min(${f0} + ${fq} * 4u, ${F - 4}u)) / 4u`;
-              const v = toF32(`${X}[${idx}]`, true);
+              const v = toF32(X, `${X}[${idx}]`, true);
               body = guardK ? `${r}_${i} = select(vec4<f32>(0.0), ${v}, k0 + ${kr} < ${K}u);` : `${r}_${i} = ${v};`;
             } else {
               const kk = guardK ? `min(k0 + ${kr}, ${K - 1}u)` : `(k0 + ${kr})`;
-              const comps = range(4).map((j) => toF32(`${X}[${base} + ${kk} * ${F}u + min(${f0} + ${fq} * 4u + ${j}u, ${F - 1}u)]`, false));
+              const comps = range(4).map((j) => toF32(X, `${X}[${base} + ${kk} * ${F}u + min(${f0} + ${fq} * 4u + ${j}u, ${F - 1}u)]`, false));
               const v = `vec4<f32>(${comps.join(', ')})`;
               body = guardK ? `${r}_${i} = select(vec4<f32>(0.0), ${v}, k0 + ${kr} < ${K}u);` : `${r}_${i} = ${v};`;
             }
@@ -228,12 +223,12 @@ export function matmul(p: MatmulParams): KernelSpec {
             const f = `min(${f0} + ${fr}, ${F - 1}u)`;
             if (vec) {
               const idx = `(${base} + ${f} * ${K}u + ${guardK ? `min(k0 + ${kq} * 4u, ${K - 4}u)` : `k0 + ${kq} * 4u`}) / 4u`;
-              const v = toF32(`${X}[${idx}]`, true);
+              const v = toF32(X, `${X}[${idx}]`, true);
               body = guardK ? `${r}_${i} = select(vec4<f32>(0.0), ${v}, k0 + ${kq} * 4u < ${K}u);` : `${r}_${i} = ${v};`;
             } else {
               const comps = range(4).map((j) => {
                 const k = `k0 + ${kq} * 4u + ${j}u`;
-                const e = toF32(`${X}[${base} + ${f} * ${K}u + ${guardK ? `min(${k}, ${K - 1}u)` : k}]`, false);
+                const e = toF32(X, `${X}[${base} + ${f} * ${K}u + ${guardK ? `min(${k}, ${K - 1}u)` : k}]`, false);
                 return guardK ? `select(0.0, ${e}, ${k} < ${K}u)` : e;
               });
               body = `${r}_${i} = vec4<f32>(${comps.join(', ')});`;
@@ -287,63 +282,17 @@ export function matmul(p: MatmulParams): KernelSpec {
     })
     .join('\n    ');
 
-  // Epilogue accessors on 4 consecutive columns n..n+3 of row m (flat element index ci).
-  const ld = (X: string) =>
-    vecC
-      ? `fn ld_${X}(ci : u32, n : u32) -> vec4<f32> { return ${X}[ci / 4u]; }`
-      : `fn ld_${X}(ci : u32, n : u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  ${range(4)
-    .map((j) => `if (n + ${j}u < ${N}u) { v[${j}] = ${X}[ci + ${j}u]; }`)
-    .join('\n  ')}
-  return v;
-}`;
-  const stf = (X: string) =>
-    vecC
-      ? `fn st_${X}(ci : u32, n : u32, v : vec4<f32>) { ${X}[ci / 4u] = v; }`
-      : `fn st_${X}(ci : u32, n : u32, v : vec4<f32>) {
-  ${range(4)
-    .map((j) => `if (n + ${j}u < ${N}u) { ${X}[ci + ${j}u] = v[${j}]; }`)
-    .join('\n  ')}
-}`;
-  const helpers: string[] = [];
-  if (p.bias) {
-    helpers.push(
-      vecBias
-        ? `fn ld_bias(n : u32) -> vec4<f32> { return bias[n / 4u]; }`
-        : `fn ld_bias(n : u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  ${range(4)
-    .map((j) => `if (n + ${j}u < ${N}u) { v[${j}] = bias[n + ${j}u]; }`)
-    .join('\n  ')}
-  return v;
-}`,
-    );
-  }
-  if (p.residual) helpers.push(ld('R'));
-  if (p.geluBackward) helpers.push(ld('F'));
-  if (p.accumulate) helpers.push(ld('C'));
-  helpers.push(stf('C'));
-  if (gelu === 'both') helpers.push(stf('pre'));
-
+  const epi = matmulEpilogue(p, { vecC });
   const cBase = batch > 1 ? `z * ${sC}u` : '0u';
   const stores = range(TM)
     .flatMap((r) =>
       range(CN).map((d) => {
         const m = `m0 + ${(r >> 2) * 4 * TY + (r & 3)}u + ty * 4u`;
         const n = `n0 + ${d * 4 * TX}u + tx * 4u`;
-        const lines = [`var v = acc_${r}_${d}${alpha !== 1 ? ` * ${f32lit(alpha)}` : ''};`];
-        if (p.bias) lines.push('v = v + ld_bias(n);');
-        if (p.geluBackward) lines.push('v = v * geluGrad4(ld_F(ci, n));');
-        if (p.residual) lines.push('v = v + ld_R(ci, n);');
-        if (p.accumulate) lines.push('v = v + ld_C(ci, n);');
-        if (gelu === 'both') lines.push('st_pre(ci, n, v);');
-        if (gelu !== 'none') lines.push('v = gelu4(v);');
-        lines.push('st_C(ci, n, v);');
         const guard = [M % BM ? `m < ${M}u` : '', N % BN ? `n < ${N}u` : ''].filter(Boolean).join(' && ');
         return `{ let m = ${m}; let n = ${n};${guard ? ` if (${guard})` : ''} {
     let ci = ${cBase} + m * ${N}u + n;
-    ${lines.join('\n    ')}
+    ${epi.apply(`acc_${r}_${d}`)}
   } }`;
       }),
     )
@@ -351,8 +300,7 @@ export function matmul(p: MatmulParams): KernelSpec {
 
   const sbA = (BK * BM) / 4;
   const sbB = (BK * BN) / 4;
-  const body = `${gelu !== 'none' || p.geluBackward ? GELU_WGSL : ''}
-${helpers.join('\n')}
+  const body = `${epi.helpers}${ops.round ? ROUND_F16_WGSL : ''}
 var<workgroup> As : array<vec4<f32>, ${2 * sbA}>;
 var<workgroup> Bs : array<vec4<f32>, ${2 * sbB}>;
 
@@ -395,26 +343,162 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   }
   ${stores}
 }`;
-  const layout = `${transA ? 'T' : 'N'}${transB ? 'T' : 'N'}`;
+  return makeKernel({
+    label: `matmul ${matmulLabel(p)} [${BM}x${BN}x${BK}/${TM}x${TN}]`,
+    bindings,
+    types,
+    body,
+    enables: ops.a === 'f16' || ops.b === 'f16' ? ['f16'] : [],
+    workgroups: [cdiv(N, BN), cdiv(M, BM), batch],
+    flops: 2 * M * N * K * batch,
+    bytes: matmulBytes(p),
+  });
+}
+
+/** Storage types of A and B and whether f32 operands are rounded through f16. */
+export function operandTypes(p: MatmulParams): { a: MatmulDtype; b: MatmulDtype; round: boolean } {
+  const d = p.dtype ?? 'f32';
+  return { a: p.aType ?? d, b: p.bType ?? d, round: !!p.roundF16 };
+}
+
+/**
+ * f32 → nearest f16 value (ties to even), kept in f32: the mantissa rounded to 10 bits in integer
+ * arithmetic, magnitudes above f16's largest finite value (65504) to ±inf (so a loss-scale overflow
+ * shows), f16's subnormal range rounded as if normal. Integer arithmetic because compilers may fold
+ * f32(f16(x)) back to x (Mesa's NIR does, for operations not marked exact).
+ */
+export const ROUND_F16_WGSL = `
+fn r16v(x : vec4<f32>) -> vec4<f32> {
+  let u = bitcast<vec4<u32>>(x);
+  let y = bitcast<vec4<f32>>((u + vec4<u32>(0xfffu) + ((u >> vec4<u32>(13u)) & vec4<u32>(1u))) & vec4<u32>(0xffffe000u));
+  let inf = bitcast<vec4<f32>>((u & vec4<u32>(0x80000000u)) | vec4<u32>(0x7f800000u));
+  return select(y, inf, abs(y) > vec4<f32>(65504.0));
+}
+fn r16(x : f32) -> f32 { return r16v(vec4<f32>(x)).x; }`;
+
+/** WGSL converting an operand element (or vec4) of storage type `st` to f32, rounded to f16 when `round` (ROUND_F16_WGSL). */
+export function convertToF32(st: MatmulDtype, round: boolean, e: string, vec: boolean): string {
+  if (st === 'f16') return vec ? `vec4<f32>(${e})` : `f32(${e})`;
+  if (round) return vec ? `r16v(${e})` : `r16(${e})`;
+  return e;
+}
+
+/** 'NT 512x768x768 f16+bias+gelu(pre)': layout, shape, precision and epilogue of a matmul. */
+export function matmulLabel(p: MatmulParams): string {
+  const ops = operandTypes(p);
+  const batch = p.batch ?? 1;
+  const gelu = p.gelu ?? 'none';
+  const prec = ops.a === 'f16' && ops.b === 'f16' ? ' f16' : ops.round ? ' f16-rounded' : ops.a === 'f16' || ops.b === 'f16' ? ' mixed' : '';
   const extras = [
-    alpha !== 1 ? `*${alpha}` : '',
+    (p.alpha ?? 1) !== 1 ? `*${p.alpha}` : '',
     p.bias ? '+bias' : '',
     p.geluBackward ? "*gelu'" : '',
     p.residual ? '+residual' : '',
     p.accumulate ? '+=' : '',
     gelu === 'act' ? '+gelu' : gelu === 'both' ? '+gelu(pre)' : '',
   ].join('');
-  const eb = dtype === 'f16' ? 2 : 4;
-  return makeKernel({
-    label: `matmul ${layout} ${batch > 1 ? `${batch}x` : ''}${M}x${N}x${K}${dtype === 'f16' ? ' f16' : ''}${extras} [${BM}x${BN}x${BK}/${TM}x${TN}]`,
-    bindings,
-    types,
-    body,
-    enables: dtype === 'f16' ? ['f16'] : [],
-    workgroups: [cdiv(N, BN), cdiv(M, BM), batch],
-    flops: 2 * M * N * K * batch,
-    bytes: batch * ((M * K + K * N) * eb + M * N * 4 * (1 + (p.residual ? 1 : 0) + (p.geluBackward ? 1 : 0) + (p.accumulate ? 1 : 0) + (gelu === 'both' ? 1 : 0))),
-  });
+  return `${p.transA ? 'T' : 'N'}${p.transB ? 'T' : 'N'} ${batch > 1 ? `${batch}x` : ''}${p.m}x${p.n}x${p.k}${prec}${extras}`;
+}
+
+/** Ideal bytes moved by a matmul (each operand and epilogue tensor once). */
+export function matmulBytes(p: MatmulParams): number {
+  const ops = operandTypes(p);
+  const batch = p.batch ?? 1;
+  const gelu = p.gelu ?? 'none';
+  const eb = (t: MatmulDtype) => (t === 'f16' ? 2 : 4);
+  return batch * (p.m * p.k * eb(ops.a) + p.k * p.n * eb(ops.b) + p.m * p.n * 4 * (1 + (p.residual ? 1 : 0) + (p.geluBackward ? 1 : 0) + (p.accumulate ? 1 : 0) + (gelu === 'both' ? 1 : 0)));
+}
+
+/**
+ * Bindings and WGSL types of a matmul: A, B, [bias], [R], [F], C, [pre]. A and B are vec4 arrays where
+ * `vecA` / `vecB`, the [M, N] tensors where `vecC`.
+ */
+export function matmulBindings(p: MatmulParams, v: { vecA: boolean; vecB: boolean; vecC: boolean }): { bindings: BindingSpec[]; types: Record<string, string> } {
+  const ops = operandTypes(p);
+  const gelu = p.gelu ?? 'none';
+  const bindings: BindingSpec[] = [
+    { name: 'A', access: 'read' },
+    { name: 'B', access: 'read' },
+  ];
+  if (p.bias) bindings.push({ name: 'bias', access: 'read' });
+  if (p.residual) bindings.push({ name: 'R', access: 'read' });
+  if (p.geluBackward) bindings.push({ name: 'F', access: 'read' });
+  bindings.push({ name: 'C', access: 'read_write', overwrite: !p.accumulate });
+  if (gelu === 'both') bindings.push({ name: 'pre', access: 'read_write', overwrite: true });
+  const cType = v.vecC ? 'array<vec4<f32>>' : 'array<f32>';
+  const types: Record<string, string> = {
+    A: v.vecA ? `array<vec4<${ops.a}>>` : `array<${ops.a}>`,
+    B: v.vecB ? `array<vec4<${ops.b}>>` : `array<${ops.b}>`,
+    bias: p.n % 4 === 0 ? 'array<vec4<f32>>' : 'array<f32>',
+    R: cType,
+    F: cType,
+    C: cType,
+    pre: cType,
+  };
+  return { bindings, types };
+}
+
+/**
+ * The epilogue of a matmul on 4 consecutive columns n..n+3 of row m (flat element index ci of C):
+ * `helpers` (WGSL functions, GELU when needed) and `apply(acc)`, the statements that take the vec4
+ * accumulator `acc` (in scope: m, n, ci) through alpha, bias, gelu', residual, accumulate and gelu,
+ * and store it. Columns past N are never read or written when C is scalar.
+ */
+export function matmulEpilogue(p: MatmulParams, v: { vecC: boolean }): { helpers: string; apply: (acc: string) => string } {
+  const N = p.n;
+  const gelu = p.gelu ?? 'none';
+  const alpha = p.alpha ?? 1;
+  const vecC = v.vecC;
+  const ld = (X: string) =>
+    vecC
+      ? `fn ld_${X}(ci : u32, n : u32) -> vec4<f32> { return ${X}[ci / 4u]; }`
+      : `fn ld_${X}(ci : u32, n : u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  ${range(4)
+    .map((j) => `if (n + ${j}u < ${N}u) { v[${j}] = ${X}[ci + ${j}u]; }`)
+    .join('\n  ')}
+  return v;
+}`;
+  const stf = (X: string) =>
+    vecC
+      ? `fn st_${X}(ci : u32, n : u32, v : vec4<f32>) { ${X}[ci / 4u] = v; }`
+      : `fn st_${X}(ci : u32, n : u32, v : vec4<f32>) {
+  ${range(4)
+    .map((j) => `if (n + ${j}u < ${N}u) { ${X}[ci + ${j}u] = v[${j}]; }`)
+    .join('\n  ')}
+}`;
+  const helpers: string[] = [];
+  if (gelu !== 'none' || p.geluBackward) helpers.push(GELU_WGSL);
+  if (p.bias) {
+    helpers.push(
+      N % 4 === 0
+        ? `fn ld_bias(n : u32) -> vec4<f32> { return bias[n / 4u]; }`
+        : `fn ld_bias(n : u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  ${range(4)
+    .map((j) => `if (n + ${j}u < ${N}u) { v[${j}] = bias[n + ${j}u]; }`)
+    .join('\n  ')}
+  return v;
+}`,
+    );
+  }
+  if (p.residual) helpers.push(ld('R'));
+  if (p.geluBackward) helpers.push(ld('F'));
+  if (p.accumulate) helpers.push(ld('C'));
+  helpers.push(stf('C'));
+  if (gelu === 'both') helpers.push(stf('pre'));
+  const apply = (acc: string) => {
+    const lines = [`var v = ${acc}${alpha !== 1 ? ` * ${f32lit(alpha)}` : ''};`];
+    if (p.bias) lines.push('v = v + ld_bias(n);');
+    if (p.geluBackward) lines.push('v = v * geluGrad4(ld_F(ci, n));');
+    if (p.residual) lines.push('v = v + ld_R(ci, n);');
+    if (p.accumulate) lines.push('v = v + ld_C(ci, n);');
+    if (gelu === 'both') lines.push('st_pre(ci, n, v);');
+    if (gelu !== 'none') lines.push('v = gelu4(v);');
+    lines.push('st_C(ci, n, v);');
+    return lines.join('\n    ');
+  };
+  return { helpers: helpers.join('\n'), apply };
 }
 
 export interface SplitKParams {

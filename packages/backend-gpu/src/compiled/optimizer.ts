@@ -128,6 +128,13 @@ export interface GradNormParams {
   gradClip: number;
   /** Elements per stage-1 workgroup (a multiple of 256; default 16384). */
   chunk?: number;
+  /**
+   * Dynamic loss scaling: the gradients are scaled by the loss scale scaler[0]; the reduce stage binds
+   * `scaler` (read_write f32 [4], lossScaleState) after `out`, reports the unscaled norm, folds 1/scale
+   * into out[1] (so adamw unscales as it clips) and sets scaler[3] = 1 when the scaled gradients hold
+   * an inf or NaN (out[0] is then non-finite and adamw skips the step), else 0.
+   */
+  lossScale?: boolean;
 }
 
 /**
@@ -170,13 +177,25 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
     bytes: N * 4,
   });
   const clip = p.gradClip > 0 ? `min(1.0, ${f32lit(p.gradClip)} / (norm + 1e-6))` : '1.0';
+  const finish = p.lossScale
+    ? `let sum = red[0];
+    let overflow = (bitcast<u32>(sum) & 0x7f800000u) == 0x7f800000u;
+    let inv = 1.0 / scaler[0];
+    let norm = sqrt(sum) * inv; // inf or NaN on overflow: adamw then skips the step
+    out[0] = norm;
+    out[1] = ${clip} * inv;
+    scaler[3] = select(0.0, 1.0, overflow);`
+    : `let norm = sqrt(red[0]);
+    out[0] = norm;
+    out[1] = ${clip};`;
   const reduce = makeKernel({
-    label: `gradNorm reduce ${chunks}`,
+    label: `gradNorm reduce ${chunks}${p.lossScale ? ' ÷lossScale' : ''}`,
     bindings: [
       { name: 'partial', access: 'read' },
       { name: 'out', access: 'read_write', overwrite: true },
+      ...(p.lossScale ? [{ name: 'scaler', access: 'read_write' as const }] : []),
     ],
-    types: { partial: 'array<f32>', out: 'array<f32>' },
+    types: { partial: 'array<f32>', out: 'array<f32>', scaler: 'array<f32>' },
     workgroups: [1, 1, 1],
     body: `var<workgroup> red : array<f32, 256>;
 @compute @workgroup_size(256)
@@ -184,9 +203,7 @@ fn main(@builtin(local_invocation_index) lid : u32) {
   var s = 0.0;
   for (var i = lid; i < ${chunks}u; i = i + 256u) { s = s + partial[i]; }${tree('red')}
   if (lid == 0u) {
-    let norm = sqrt(red[0]);
-    out[0] = norm;
-    out[1] = ${clip};
+    ${finish}
   }
 }`,
   });

@@ -11,6 +11,17 @@
  * encodes the prebuilt dispatches into one compute pass and submits once. Its loss and gradient norm
  * are copied to a staging buffer of a small ring and mapped asynchronously: the caller may submit the
  * next step before reading this one's loss.
+ *
+ * Precision 'f16' (mixed precision): the master weights, gradients and AdamW moments stay f32; each
+ * step first casts the weights to an f16 copy (castF16, i.e. after the previous update), every dense
+ * matmul reads its weight operand from that copy and rounds its f32 activation operands to f16 as it
+ * loads them (tensor cores through subgroup matrices where the device has them, else f16-rounding
+ * f32-math kernels), accumulating in f32 with the fp32 kernels' epilogues. LayerNorm, softmax,
+ * attention, the loss and the optimizer stay f32; block-sparse matmuls keep their fp32 kernels.
+ * Dynamic loss scaling (compiled/mixed.ts) scales the loss gradient, skips the update on overflow and
+ * adapts the scale, all on the GPU; the step's result reports the scale and whether it was skipped.
+ * A skipped step still counts as AdamW update t for the bias corrections of later steps (the host
+ * submits the next step before it knows; PyTorch's GradScaler does not advance the optimizer's step).
  */
 import type { Call, FlatEntry, Place, Schedule } from '@patchflow/dataflow-runtime';
 import { EXIT_CODES, PatchflowError } from '@patchflow/tensor';
@@ -23,7 +34,15 @@ import {
   blockSparseDw,
   blockSparseDx,
   blockSparseForward,
+  castF16,
+  DEFAULT_LOSS_SCALE,
   cdiv,
+  defaultSgTile,
+  lossScaleState,
+  lossScaleUpdate,
+  matmulSubgroup,
+  type LossScaleConfig,
+  type SgTile,
   colSum,
   crossEntropy,
   decayBits,
@@ -88,6 +107,10 @@ export class GpuTrainingState {
   mask?: GPUBuffer;
   /** Block masks (i32 [K/b, N/b]) of parameters on the block-sparse kernels. */
   readonly blockMasks = new Map<string, GPUBuffer>();
+  /** f16 copy of the parameters (precision 'f16'; same element offsets), made by the first f16 program. */
+  params16?: GPUBuffer;
+  /** Dynamic loss scaling state [scale, clean steps, skipped steps, overflow] (precision 'f16'). */
+  scaler?: GPUBuffer;
   private readonly byName: Map<string, FlatEntry>;
 
   constructor(
@@ -158,6 +181,28 @@ export class GpuTrainingState {
     put(this.device, this.mask, 0, all);
   }
 
+  /** Creates the f16 weight copy and the loss-scale state (once; the scale survives phases). */
+  ensureF16(lossScale: Pick<LossScaleConfig, 'init'>): void {
+    checkBinding(this.device, 'the f16 weight copy', this.size * 2);
+    this.params16 ??= this.device.createBuffer({ label: 'params f16', size: align(this.size * 2), usage: STORAGE() });
+    if (!this.scaler) {
+      this.scaler = this.device.createBuffer({ label: 'loss scale', size: 16, usage: STORAGE() });
+      put(this.device, this.scaler, 0, lossScaleState(lossScale));
+    }
+  }
+
+  /** Sets the loss scale (tests: a huge scale forces an overflow); keeps the skipped-step count. */
+  async setLossScale(scale: number): Promise<void> {
+    if (!this.scaler) throw new Error('compiled step: no loss scale (not an f16 state)');
+    const cur = await readBuffer(this.device, this.scaler, 16);
+    put(this.device, this.scaler, 0, new Float32Array([scale, 0, cur[2]!, 0]));
+  }
+
+  /** [scale, clean steps, skipped steps, overflow of the last step], or undefined outside f16. */
+  async lossScale(): Promise<Float32Array | undefined> {
+    return this.scaler ? readBuffer(this.device, this.scaler, 16) : undefined;
+  }
+
   zeroMoments(): void {
     const zeros = new Float32Array(this.size);
     put(this.device, this.m, 0, zeros);
@@ -165,7 +210,7 @@ export class GpuTrainingState {
   }
 
   destroy(): void {
-    for (const b of [this.params, this.grads, this.m, this.v, this.decay, this.mask, ...this.blockMasks.values()]) b?.destroy();
+    for (const b of [this.params, this.grads, this.m, this.v, this.decay, this.mask, this.params16, this.scaler, ...this.blockMasks.values()]) b?.destroy();
   }
 }
 
@@ -255,9 +300,18 @@ export interface MicroBatch {
 export interface StepResult {
   /** Mean loss over the step's micro-batches. */
   loss: number;
-  /** Gradient norm before clipping. */
+  /** Gradient norm before clipping (non-finite on a skipped f16 step). */
   gradNorm: number;
+  /** f16: the loss scale after this step's update of it. */
+  lossScale?: number;
+  /** f16: the step's scaled gradients overflowed; the update was skipped and the scale halved. */
+  skipped?: boolean;
+  /** f16: steps skipped so far (this state). */
+  skippedSteps?: number;
 }
+
+/** Numeric precision of a compiled step: 'f16' is mixed precision (see the module comment). */
+export type StepPrecision = 'fp32' | 'f16';
 
 export interface ProgramOptions {
   /** AdamW settings (optim.ts). */
@@ -266,6 +320,18 @@ export interface ProgramOptions {
   tileFor?: (c: Extract<Call, { op: 'matmul' }>) => TileConfig | undefined;
   /** Fill the arena with NaN before every step (tests: proves no kernel reads what it has not written). */
   poison?: boolean;
+  /** 'fp32' (default) or 'f16' mixed precision (needs the device feature shader-f16). */
+  precision?: StepPrecision;
+  /**
+   * f16 on tensor cores: the subgroup size of the device's subgroup matrices (it needs the feature
+   * chromium-experimental-subgroup-matrix with an f16→f32 16×16×16 config); absent: the f16 matmuls
+   * run on shader-f16 kernels that round to f16 and multiply in f32.
+   */
+  subgroupMatrix?: { subgroupSize: number; legacyMajorness?: boolean };
+  /** The tile of a dense matmul call on subgroup matrices (autotuned), else defaultSgTile. */
+  sgTileFor?: (c: Extract<Call, { op: 'matmul' }>) => SgTile | undefined;
+  /** Dynamic loss scaling settings (f16). */
+  lossScale?: Partial<LossScaleConfig>;
 }
 
 interface Dispatch {
@@ -296,6 +362,9 @@ export class StepProgram {
   private readonly waiters: (() => void)[] = [];
   private readonly specs = new Map<string, KernelSpec>();
   readonly kernels: string[] = [];
+  readonly f16: boolean;
+  /** Dispatches at the end of the epilogue that update the weights (debug.skipOptimizer drops them). */
+  private optimizerDispatches = 1;
 
   private constructor(
     readonly device: GPUDevice,
@@ -304,6 +373,11 @@ export class StepProgram {
     readonly opts: ProgramOptions,
   ) {
     this.runner = runnerFor(device);
+    this.f16 = opts.precision === 'f16';
+    if (this.f16) {
+      if (!device.features.has('shader-f16')) throw new GpuLimitError("precision 'f16' needs the WebGPU feature shader-f16, which this device lacks");
+      state.ensureF16({ init: opts.lossScale?.init ?? DEFAULT_LOSS_SCALE.init });
+    }
     const meta = schedule.meta;
     const accum = meta.gradAccum;
     // the arena is bound a tensor at a time: the buffer must fit maxBufferSize, each tensor a binding
@@ -324,10 +398,15 @@ export class StepProgram {
     this.norm = device.createBuffer({ label: 'grad norm', size: 256, usage: STORAGE() });
     this.uniform = device.createBuffer({ label: 'adamw step', size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     this.scratch = device.createBuffer({ label: 'scratch', size: align(this.scratchBytes()), usage: STORAGE() });
-    for (let i = 0; i <= STEPS_IN_FLIGHT; i++) this.staging.push(device.createBuffer({ label: `staging ${i}`, size: align((accum + 2) * 4), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }));
+    for (let i = 0; i <= STEPS_IN_FLIGHT; i++) this.staging.push(device.createBuffer({ label: `staging ${i}`, size: align((accum + 6) * 4), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }));
+    if (this.f16) {
+      // the f16 weight copy of this step: after the previous step's update (and any upload)
+      this.prologue.push(this.dispatch(castF16({ n: state.size }), [{ buffer: state.params, offset: 0, size: state.size * 4 }, { buffer: state.params16!, offset: 0, size: state.size * 2 }]));
+    }
     for (const c of schedule.prologue) this.prologue.push(...this.lower(c, 0));
     for (let i = 0; i < accum; i++) this.body.push(schedule.body.flatMap((c) => this.lower(c, i)));
     for (const c of schedule.epilogue) this.epilogue.push(...this.lower(c, 0));
+    if (this.f16) this.optimizerDispatches = 2; // adamw, then the loss-scale update
     if (opts.poison) {
       const words = this.arena.size / 4;
       const spec = makeKernel({
@@ -446,12 +525,25 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
           const spec = blockSparseDw({ rows: c.k, k: c.m, n: c.n, blockSize: bs.block, accumulate: c.accumulate });
           return [this.dispatch(spec, [r(c.a), r(c.b), mask, r(c.out)])];
         }
-        const spec = matmul({
+        const shape = {
           m: c.m, n: c.n, k: c.k, transA: c.transA, transB: c.transB,
-          bias: !!c.bias, gelu: c.gelu ? 'both' : 'none', geluBackward: !!c.geluBackward, residual: !!c.residual, accumulate: c.accumulate,
-          tile: this.tile(c),
-        });
-        const res = [r(c.a), r(c.b)];
+          bias: !!c.bias, gelu: c.gelu ? ('both' as const) : ('none' as const), geluBackward: !!c.geluBackward, residual: !!c.residual, accumulate: c.accumulate,
+        };
+        let spec: KernelSpec;
+        const res: Range[] = [];
+        if (this.f16) {
+          // weights from the f16 copy (bound whole, offset in elements), activations rounded on load
+          const a = this.f16Operand(c.a, micro);
+          const b = this.f16Operand(c.b, micro);
+          const mixed = { ...shape, aType: a.type, bType: b.type, ...(a.offset ? { offsetA: a.offset } : {}), ...(b.offset ? { offsetB: b.offset } : {}) };
+          spec = this.opts.subgroupMatrix
+            ? matmulSubgroup({ ...mixed, ...this.opts.subgroupMatrix, sgTile: this.opts.sgTileFor?.(c) ?? defaultSgTile(c.m, c.n, c.k) })
+            : matmul({ ...mixed, roundF16: true, tile: this.tile(c) });
+          res.push(a.range, b.range);
+        } else {
+          spec = matmul({ ...shape, tile: this.tile(c) });
+          res.push(r(c.a), r(c.b));
+        }
         if (c.bias) res.push(r(c.bias));
         if (c.residual) res.push(r(c.residual));
         if (c.geluBackward) res.push(r(c.geluBackward));
@@ -477,9 +569,9 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
         return [this.dispatch(k.delta, [r(c.out), r(c.dout), delta]), this.dispatch(k.dkdv, common), this.dispatch(k.dq, common)];
       }
       case 'xent': {
-        const spec = crossEntropy({ rows: c.rows, vocab: c.vocab, k: c.k, smoothing: c.smoothing, gradScale: c.gradScale });
+        const spec = crossEntropy({ rows: c.rows, vocab: c.vocab, k: c.k, smoothing: c.smoothing, gradScale: c.gradScale, lossScale: this.f16 });
         const sum = lossSum({ rows: c.rows, scale: c.lossScale });
-        return [this.dispatch(spec, [r(c.logits), r(c.labels), r(c.rowLoss)]), this.dispatch(sum, [r(c.rowLoss), r(c.loss)])];
+        return [this.dispatch(spec, [r(c.logits), r(c.labels), r(c.rowLoss), ...this.scalerRange()]), this.dispatch(sum, [r(c.rowLoss), r(c.loss)])];
       }
       case 'colsum': {
         const k = colSum({ m: c.m, n: c.n, accumulate: c.accumulate });
@@ -515,9 +607,12 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
       case 'zero-grads':
         return [this.dispatch(fill({ n: this.state.size }), [{ buffer: this.state.grads, offset: 0, size: this.state.size * 4 }])];
       case 'grad-norm': {
-        const k = gradNorm({ n: this.state.size, gradClip: c.clip });
+        const k = gradNorm({ n: this.state.size, gradClip: c.clip, lossScale: this.f16 });
         const part = scratch(k.scratchFloats);
-        return [this.dispatch(k.partial, [{ buffer: this.state.grads, offset: 0, size: this.state.size * 4 }, part]), this.dispatch(k.reduce, [part, { buffer: this.norm, offset: 0, size: 8 }])];
+        return [
+          this.dispatch(k.partial, [{ buffer: this.state.grads, offset: 0, size: this.state.size * 4 }, part]),
+          this.dispatch(k.reduce, [part, { buffer: this.norm, offset: 0, size: 8 }, ...this.scalerRange()]),
+        ];
       }
       case 'adamw': {
         const masked = c.masked.length > 0;
@@ -532,9 +627,25 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
             { buffer: this.uniform, offset: 0, size: 16 },
             ...(masked ? [all(this.state.mask!)] : []),
           ]),
+          ...(this.f16 ? [this.dispatch(lossScaleUpdate(this.opts.lossScale), this.scalerRange())] : []),
         ];
       }
     }
+  }
+
+  /** The loss-scale state as a binding (f16), else nothing. */
+  private scalerRange(): Range[] {
+    return this.f16 ? [{ buffer: this.state.scaler!, offset: 0, size: 16 }] : [];
+  }
+
+  /** A dense matmul operand in f16 mode: a weight from the f16 copy, anything else as it is (f32, rounded on load). */
+  private f16Operand(id: string, micro: number): { range: Range; type: 'f16' | 'f32'; offset: number } {
+    const p = this.place(id);
+    if (p.space === 'param') {
+      const e = this.state.entry(p.param);
+      return { range: { buffer: this.state.params16!, offset: 0, size: this.state.size * 2 }, type: 'f16', offset: e.offset };
+    }
+    return { range: this.range(id, micro), type: 'f32', offset: 0 };
   }
 
   private tables = new Map<string, Range>();
@@ -593,19 +704,25 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
       if (this.poisonDispatch) run(this.poisonDispatch);
       for (const d of b) run(d);
     }
-    for (const d of debug.skipOptimizer ? this.epilogue.slice(0, -1) : this.epilogue) run(d);
+    for (const d of debug.skipOptimizer ? this.epilogue.slice(0, -this.optimizerDispatches) : this.epilogue) run(d);
     pass.end();
     micro.forEach((_, i) => enc.copyBufferToBuffer(this.loss, i * ALIGN, staging, i * 4, 4));
     enc.copyBufferToBuffer(this.norm, 0, staging, micro.length * 4, 8);
+    if (this.f16) enc.copyBufferToBuffer(this.state.scaler!, 0, staging, (micro.length + 2) * 4, 16);
     this.device.queue.submit([enc.finish()]);
     const done = (async () => {
       try {
         await settle(staging.mapAsync(GPUMapMode.READ));
-        const v = new Float32Array(staging.getMappedRange().slice(0, (micro.length + 2) * 4));
+        const v = new Float32Array(staging.getMappedRange().slice(0, (micro.length + 6) * 4));
         staging.unmap();
         let loss = 0;
         for (let i = 0; i < micro.length; i++) loss += v[i]!;
-        return { loss: loss / micro.length, gradNorm: v[micro.length]! };
+        const out: StepResult = { loss: loss / micro.length, gradNorm: v[micro.length]! };
+        if (this.f16 && !debug.skipOptimizer) {
+          const s = micro.length + 2;
+          Object.assign(out, { lossScale: v[s]!, skipped: v[s + 3]! !== 0, skippedSteps: v[s + 2]! });
+        }
+        return out;
       } finally {
         this.busy.delete(staging);
         this.waiters.shift()?.();
