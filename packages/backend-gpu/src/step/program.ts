@@ -674,6 +674,19 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
     }
   }
 
+  /** Writes the micro-batches' ids, labels and embedding CSR index, and the AdamW uniform of step `t`. */
+  private upload(micro: MicroBatch[], lr: number, t: number): void {
+    const vocab = this.schedule.meta.model.vocabSize;
+    micro.forEach((mb, i) => {
+      put(this.device, this.ids[i]!, 0, mb.ids);
+      put(this.device, this.labels[i]!, 0, mb.labels);
+      const csr = embeddingCsr(mb.ids, vocab);
+      put(this.device, this.csrOffsets[i]!, 0, csr.offsets);
+      put(this.device, this.csrPositions[i]!, 0, csr.positions);
+    });
+    put(this.device, this.uniform, 0, adamwUniform(this.opts.optim, lr, t));
+  }
+
   /**
    * Runs one optimizer step: writes the micro-batches' inputs and the AdamW uniform (learning rate
    * `lr`, update `t`, 1-based), encodes every dispatch into one pass, submits, and returns a promise of
@@ -683,14 +696,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   async submit(micro: MicroBatch[], lr: number, t: number, debug: { skipOptimizer?: boolean } = {}): Promise<{ done: Promise<StepResult> }> {
     const meta = this.schedule.meta;
     if (micro.length !== meta.gradAccum) throw new Error(`compiled step: ${micro.length} micro-batches, expected ${meta.gradAccum}`);
-    micro.forEach((mb, i) => {
-      put(this.device, this.ids[i]!, 0, mb.ids);
-      put(this.device, this.labels[i]!, 0, mb.labels);
-      const csr = embeddingCsr(mb.ids, meta.model.vocabSize);
-      put(this.device, this.csrOffsets[i]!, 0, csr.offsets);
-      put(this.device, this.csrPositions[i]!, 0, csr.positions);
-    });
-    put(this.device, this.uniform, 0, adamwUniform(this.opts.optim, lr, t));
+    this.upload(micro, lr, t);
     const staging = await this.stagingBuffer();
     const enc = this.device.createCommandEncoder();
     const pass = enc.beginComputePass();
@@ -738,15 +744,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
    */
   async profile(micro: MicroBatch[], lr: number, t: number): Promise<{ label: string; ms: number }[]> {
     if (!this.device.features.has('timestamp-query')) throw new Error('profiling needs the timestamp-query feature');
-    const meta = this.schedule.meta;
-    micro.forEach((mb, i) => {
-      put(this.device, this.ids[i]!, 0, mb.ids);
-      put(this.device, this.labels[i]!, 0, mb.labels);
-      const csr = embeddingCsr(mb.ids, meta.model.vocabSize);
-      put(this.device, this.csrOffsets[i]!, 0, csr.offsets);
-      put(this.device, this.csrPositions[i]!, 0, csr.positions);
-    });
-    put(this.device, this.uniform, 0, adamwUniform(this.opts.optim, lr, t));
+    this.upload(micro, lr, t);
     const all = [...this.prologue, ...this.body.flat(), ...this.epilogue];
     const count = 2 * all.length;
     const qs = this.device.createQuerySet({ type: 'timestamp', count });
