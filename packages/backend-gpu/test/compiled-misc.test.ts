@@ -260,3 +260,28 @@ describe.skipIf(!gpu)('compiled elementwise helpers', () => {
     expectClose(await readF32(device, buf, n, 2560), Array.from(a, (x, i) => x + b[i]!), 'arena add', 1e-6, 1e-6);
   });
 });
+
+describe.skipIf(!gpu)('compile trace', () => {
+  it('PATCHFLOW_GPU_LOG=1 names each kernel as it compiles and when it is done; a cached kernel compiles once', async () => {
+    const { device } = gpu!;
+    const { KernelRunner } = await import('../src/compiled/index.js');
+    const runner = new KernelRunner(device);
+    const lines: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    const saved = process.env.PATCHFLOW_GPU_LOG;
+    process.env.PATCHFLOW_GPU_LOG = '1';
+    process.stderr.write = ((s: string | Uint8Array) => (lines.push(String(s)), true)) as typeof process.stderr.write;
+    try {
+      const spec = fill({ n: 37, value: 2 });
+      await runner.pipelineAsync(spec);
+      await runner.pipelineAsync(spec);
+    } finally {
+      process.stderr.write = write;
+      if (saved === undefined) delete process.env.PATCHFLOW_GPU_LOG;
+      else process.env.PATCHFLOW_GPU_LOG = saved;
+    }
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(/^\[gpu\] compiling fill/);
+    expect(lines[1]).toMatch(/^\[gpu\] compiled fill.* in \d+ ms\n$/);
+  });
+});

@@ -58,6 +58,9 @@ export class KernelRunner {
   async pipelineAsync(spec: KernelSpec): Promise<GPUComputePipeline> {
     const hit = this.pipelines.get(spec.key);
     if (hit) return hit.pipeline;
+    // PATCHFLOW_GPU_LOG=1 (Node) traces each compile, so a driver that stalls on one shows which
+    const trace = globalThis.process?.env?.PATCHFLOW_GPU_LOG === '1' ? performance.now() : undefined;
+    if (trace !== undefined) process.stderr.write(`[gpu] compiling ${spec.label}\n`);
     this.device.pushErrorScope('validation');
     const module = this.device.createShaderModule({ code: spec.code, label: spec.label });
     const info = await settle(module.getCompilationInfo());
@@ -74,6 +77,7 @@ export class KernelRunner {
       throw new Error(`kernel '${spec.label}' failed to compile:\n${lines}${err ? `\n  ${err.message}` : ''}`);
     }
     this.pipelines.set(spec.key, { pipeline, layout });
+    if (trace !== undefined) process.stderr.write(`[gpu] compiled ${spec.label} in ${(performance.now() - trace).toFixed(0)} ms\n`);
     return pipeline;
   }
 
