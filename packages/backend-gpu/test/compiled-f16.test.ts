@@ -13,14 +13,13 @@
  * accumulation bound somewhere (or A was not rounded).
  */
 import { describe, expect, it } from 'vitest';
-import { useBackend } from '@patchflow/tensor';
 import '@patchflow/patch-training';
 import '@patchflow/sparsity';
-import { AdamW, GPT, buildPlan, finalizeModelConfig, resolveConfig, resolvePhases, tokenBatch, tokenLayout, train, type Batch, type TrainEvent } from '@patchflow/trainer';
+import { resolveConfig, tokenBatch, tokenLayout, train, type Batch, type TrainEvent } from '@patchflow/trainer';
 import { whaleText } from '@patchflow/test-fixtures';
 import { castF16, defaultSgTile, fromF16Bits, matmul, matmulSubgroup, sgTileSharedBytes, toF16Bits, type MatmulParams } from '../src/compiled/index.js';
 import { compileWebGpuStep, f16Support, getComputeDevice, gpuBench, type WebGpuCompiledStep } from '../src/index.js';
-import { compiledGpu, guarded, readGuarded, randn, readF32, upload, gelu, geluGrad } from './compiled-helpers.js';
+import { compiledGpu, tinyPhase, guarded, readGuarded, randn, readF32, upload, gelu, geluGrad } from './compiled-helpers.js';
 
 const gpu = await compiledGpu();
 const F16_U = 2 ** -11;
@@ -216,16 +215,7 @@ const text = whaleText(400);
 const cd = gpu ? await getComputeDevice('f16').catch(() => undefined) : undefined;
 const stepOk = !!cd?.f16?.shaderF16;
 
-async function setup(over: Record<string, unknown> = {}) {
-  await useBackend('cpu');
-  const config0 = resolveConfig({ model: { nLayer: 2, nHead: 2, dModel: 32, seqLen: 16 }, batchSize: 3, precision: 'f16' }, over);
-  const mc = finalizeModelConfig(config0.model, 256);
-  const config = { ...config0, model: mc };
-  const gpt = new GPT(mc, 11);
-  const optimizer = new AdamW(config.optim, gpt.specs.map((s) => ({ name: s.name, variable: gpt.p(s.name), decay: s.decay })));
-  const phase = resolvePhases(buildPlan([], config), config, [], gpt, optimizer)[0]!;
-  return { config, gpt, optimizer, phase };
-}
+const setup = (over: Record<string, unknown> = {}) => tinyPhase({}, { precision: 'f16', ...over });
 
 function batchOf(rows: number, t: number, seed: number): Batch {
   const layout = tokenLayout(t);

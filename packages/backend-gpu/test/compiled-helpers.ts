@@ -5,6 +5,8 @@
  * When no adapter exists the files skip with one line, except under CI, where they fail.
  */
 import { expect } from 'vitest';
+import { useBackend } from '@patchflow/tensor';
+import { AdamW, GPT, buildPlan, finalizeModelConfig, resolveConfig, resolvePhases } from '@patchflow/trainer';
 import { KernelRunner, upload, readF32, readI32 } from '../src/compiled/index.js';
 
 export const IN_CI = !!process.env.CI && !/^(0|false|no)$/i.test(process.env.CI);
@@ -149,3 +151,18 @@ export const geluGrad = (x: number) => {
   const t = Math.tanh(GELU_C * (x + 0.044715 * x ** 3));
   return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x);
 };
+
+/**
+ * A model, optimizer and resolved phase of a tiny config (2 layers, d 32, T 16, batch 3, byte vocab),
+ * on the cpu backend (the eager reference of the compiled-step tests); `model` and `over` change it.
+ */
+export async function tinyPhase(model: Record<string, unknown> = {}, over: Record<string, unknown> = {}) {
+  await useBackend('cpu');
+  const config0 = resolveConfig({ model: { nLayer: 2, nHead: 2, dModel: 32, seqLen: 16, ...model }, batchSize: 3 }, over);
+  const mc = finalizeModelConfig(config0.model, 256);
+  const config = { ...config0, model: mc };
+  const gpt = new GPT(mc, 11);
+  const optimizer = new AdamW(config.optim, gpt.specs.map((s) => ({ name: s.name, variable: gpt.p(s.name), decay: s.decay })));
+  const phase = resolvePhases(buildPlan([], config), config, [], gpt, optimizer)[0]!;
+  return { config, gpt, optimizer, phase };
+}

@@ -7,17 +7,13 @@
  * tested against float64 elsewhere; webgpu-vs-cpu.test.ts checks the two eager backends agree).
  */
 import { describe, expect, inject, it } from 'vitest';
-import { crossEntropy, tf, useBackend } from '@patchflow/tensor';
+import { crossEntropy, tf } from '@patchflow/tensor';
 import '@patchflow/patch-training';
 import '@patchflow/sparsity';
 import { sparseTraining } from '@patchflow/sparsity';
 import {
-  AdamW,
   GPT,
-  buildPlan,
-  finalizeModelConfig,
   resolveConfig,
-  resolvePhases,
   tokenBatch,
   tokenLayout,
   train,
@@ -27,21 +23,12 @@ import {
 import { patchBatch, patchLayout } from '@patchflow/patch-training';
 import { tempDir, whaleText } from '@patchflow/test-fixtures';
 import { GpuLimitError, GpuRuntimeError, compileWebGpuStep, getComputeDevice } from '../src/index.js';
+import { tinyPhase } from './compiled-helpers.js';
 
 const gate = inject('webgpu');
 const text = whaleText(400);
 
-/** A model, optimizer and resolved phase of a tiny config, on the cpu backend (the eager reference). */
-async function setup(model: Record<string, unknown>, over: Record<string, unknown> = {}) {
-  await useBackend('cpu');
-  const config0 = resolveConfig({ model: { nLayer: 2, nHead: 2, dModel: 32, seqLen: 16, ...model }, batchSize: 3 }, over);
-  const mc = finalizeModelConfig(config0.model, 256);
-  const config = { ...config0, model: mc };
-  const gpt = new GPT(mc, 11);
-  const optimizer = new AdamW(config.optim, gpt.specs.map((s) => ({ name: s.name, variable: gpt.p(s.name), decay: s.decay })));
-  const phase = resolvePhases(buildPlan([], config), config, [], gpt, optimizer)[0]!;
-  return { config, gpt, optimizer, phase };
-}
+const setup = tinyPhase;
 
 /** Seeded token windows, as a batch of the layout (token-level or patch-level with K labels). */
 function batchOf(k: number, rows: number, t: number, seed: number): Batch {
