@@ -7,7 +7,6 @@ Usage (on the device): python3 torch_gpu_anchor.py --out torch.json [--steps 30]
 """
 import argparse, json, time
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 SHAPES = [
@@ -17,46 +16,15 @@ SHAPES = [
 ]
 
 
-class Block(nn.Module):
-    def __init__(self, d, h):
-        super().__init__()
-        self.h = h
-        self.ln1 = nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.proj = nn.Linear(d, d)
-        self.ln2 = nn.LayerNorm(d)
-        self.fc = nn.Linear(d, 4 * d)
-        self.fc2 = nn.Linear(4 * d, d)
-
-    def forward(self, x):
-        b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
-        q, k, v = (z.view(b, t, self.h, d // self.h).transpose(1, 2) for z in (q, k, v))
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.proj(a.transpose(1, 2).reshape(b, t, d))
-        return x + self.fc2(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
-
-
-class GPT(nn.Module):
-    def __init__(self, layers, d, heads, seq, vocab=256):
-        super().__init__()
-        self.tok = nn.Embedding(vocab, d)
-        self.pos = nn.Embedding(seq, d)
-        self.blocks = nn.ModuleList([Block(d, heads) for _ in range(layers)])
-        self.lnf = nn.LayerNorm(d)
-
-    def forward(self, idx):
-        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
-        for blk in self.blocks:
-            x = blk(x)
-        return self.lnf(x) @ self.tok.weight.t()
+# the same GPT as the H100 reference step times (pytorch_gpt_step.py, beside this file)
+from pytorch_gpt_step import GPT
 
 
 def tokens_per_second(layers, d, heads, seq, batch, mode, steps):
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
     torch.backends.cudnn.allow_tf32 = mode == "tf32"
-    model = GPT(layers, d, heads, seq).cuda()
+    model = GPT(layers, d, heads, 256, seq).cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
     x = torch.randint(0, 256, (batch, seq + 1), device="cuda")
 
