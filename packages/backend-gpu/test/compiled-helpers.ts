@@ -17,7 +17,8 @@ export interface Gpu {
   f16: boolean;
 }
 
-let keptGpu: GPU | undefined;
+/** Every GPU instance created (a second device with raised limits must not drop the first one). */
+const keptGpus: GPU[] = [];
 
 /** A device with large storage bindings (shader-f16 and timestamp-query when present), or null (skip). */
 export async function compiledGpu(opts: { maxLimits?: boolean } = {}): Promise<Gpu | null> {
@@ -27,11 +28,14 @@ export async function compiledGpu(opts: { maxLimits?: boolean } = {}): Promise<G
     const { create, globals } = (await import('webgpu')) as { create: (f: string[]) => GPU; globals: Record<string, unknown> };
     const g = globalThis as Record<string, unknown>;
     for (const [k, v] of Object.entries(globals)) if (!(k in g)) g[k] = v;
-    // keep the GPU instance referenced: if it is garbage-collected, Dawn tears down under the device.
-    // Robustness (bounds clamping) and workgroup-memory zero-init are off: the kernels must not rely
-    // on either, and guard regions around bound ranges (guarded() below) catch accesses outside them.
-    keptGpu = create(['enable-dawn-features=allow_unsafe_apis,disable_robustness,disable_workgroup_init']);
-    const adapter = await keptGpu.requestAdapter();
+    // keep every GPU instance referenced: one that is garbage-collected is torn down under its device,
+    // and Dawn's event processing then blocks forever on the freed instance's lock (seen when a test
+    // file asked for a second device and the first instance was dropped). Robustness (bounds
+    // clamping) and workgroup-memory zero-init are off: the kernels must not rely on either, and
+    // guard regions around bound ranges (guarded() below) catch accesses outside them.
+    const instance = create(['enable-dawn-features=allow_unsafe_apis,disable_robustness,disable_workgroup_init']);
+    keptGpus.push(instance);
+    const adapter = await instance.requestAdapter();
     if (adapter) {
       const l = adapter.limits;
       const f16 = adapter.features.has('shader-f16');
