@@ -280,9 +280,13 @@ export function mergeScalingResults(files: string[]): { backend: string; corpus:
     for (const p of j.points) byKey.set(`${p.tokenizer}|${p.size}|${p.budgetTokens}|${p.plan}`, p);
   }
   // the grid's order: sizes by parameter count, plans as SCALING_PLANS lists them (others after)
-  const params = (size: string) => Math.min(...[...byKey.values()].filter((p) => p.size === size).map((p) => p.parameters));
-  sizes.sort((a, b) => params(a) - params(b));
-  const rank = (plan: string) => (SCALING_PLANS.some((p) => p.label === plan) ? SCALING_PLANS.findIndex((p) => p.label === plan) : SCALING_PLANS.length);
+  const params = new Map<string, number>();
+  for (const p of byKey.values()) params.set(p.size, Math.min(params.get(p.size) ?? Infinity, p.parameters));
+  sizes.sort((a, b) => (params.get(a) ?? Infinity) - (params.get(b) ?? Infinity));
+  const rank = (plan: string) => {
+    const i = SCALING_PLANS.findIndex((p) => p.label === plan);
+    return i < 0 ? SCALING_PLANS.length : i;
+  };
   plans.sort((a, b) => rank(a) - rank(b));
   // a plan's token count rounds to the nearest whole step (or patch step) of the budget
   const nominal = (p: ScalingPoint) => Number(p.budgetTokens.toPrecision(2));
